@@ -1,0 +1,1 @@
+//! Alerts: rules with two severities, evaluation of run records, threshold recommendation and export.

@@ -1,0 +1,1 @@
+//! The load engine: open-loop pacing, producers and consumers, run control.

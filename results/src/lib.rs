@@ -1,0 +1,1 @@
+//! Results: the latency collector (HdrHistogram), the run record and its renderers.

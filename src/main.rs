@@ -1,0 +1,2 @@
+//! `brokerbench`: the command-line interface.
+fn main() {}
