@@ -1,1 +1,25 @@
-//! The load engine: open-loop pacing, producers and consumers, run control.
+//! The load engine of brokerbench.
+//!
+//! - [`plan`]: the concrete description of a run (topics, producers, subscribers).
+//! - [`schedule`]: open-loop due times: message `i` is due at a time fixed in advance.
+//! - [`pacer`]: precise wake-ups for those due times (tokio's timer is 1 ms coarse).
+//! - [`envelope`]: what every payload carries (producer, sequence, intended and actual
+//!   send time), padded to size.
+//! - [`engine`]: runs a plan against a backend and measures it.
+//! - [`resources`]: CPU and memory of the broker process.
+
+pub mod engine;
+pub mod envelope;
+pub mod pacer;
+pub mod plan;
+pub mod resources;
+pub mod schedule;
+
+pub use engine::{
+    EngineError, Phase, Progress, RunOptions, RunOutcome, required_capabilities, run,
+};
+pub use envelope::{Envelope, EnvelopeError};
+pub use plan::{
+    DEFAULT_MAX_IN_FLIGHT, Join, KeyDistribution, Plan, ProducerPlan, RateSchedule, RateSegment,
+    ReplyPlan, SizeDistribution, SubscriberPlan, TopicPlan,
+};

@@ -1,0 +1,1361 @@
+//! Runs a [`Plan`] against a backend and measures it.
+//!
+//! Order of events: every start-time subscriber is subscribed and ready, every producer
+//! connected; then the clock starts. Producers follow their open-loop schedules through a
+//! warm-up (not recorded) and the measured phase; then the run drains until every
+//! confirmed message reached every eligible subscriber or the drain deadline passes.
+//! Each task records into its own [`Recorder`]; the collector task merges the 1-second
+//! intervals and samples the broker's CPU and memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use brokerbench_adapters::{
+    AckMode, AdapterError, Backend, Capabilities, Capability, Delivery, DeliveryMode, Producer,
+    PublishOutcome, PublishRequest, RunTopology, StartPosition, Subscription, SubscriptionSpec,
+    TopicSpec,
+};
+use brokerbench_results::recorder::interval_of;
+use brokerbench_results::sequence::Delivery as SeqDelivery;
+use brokerbench_results::{
+    Collector, HistogramError, IntervalSnapshot, LatencySet, Recorder, RunFigures, SequenceSet,
+    SequenceTracker, snapshot_channel,
+};
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use parking_lot::Mutex;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::{Envelope, HEADER_LEN};
+use crate::pacer::Pacer;
+use crate::plan::{Join, Plan, ReplyPlan};
+use crate::resources::ProcessSampler;
+use crate::schedule::Schedule;
+
+/// Lead time between "everyone is ready" and the first due message, so every task is
+/// parked on its first deadline when the clock starts.
+const START_LEAD: Duration = Duration::from_millis(50);
+/// After the drain deadline, deliveries still arriving within this window are counted as
+/// late rather than lost.
+const LATE_WINDOW: Duration = Duration::from_millis(250);
+/// How often the drain checks whether every expected delivery has arrived.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// Tasks publish their counts for the progress display every this many events.
+const PROGRESS_BATCH: u64 = 256;
+
+/// What can stop a run before it starts.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The backend cannot do what the plan needs, or refused the set-up.
+    #[error(transparent)]
+    Backend(#[from] AdapterError),
+    /// The plan itself is unusable.
+    #[error("invalid plan: {0}")]
+    Plan(String),
+    /// The figures could not be computed.
+    #[error("cannot compute the run's figures: {0}")]
+    Figures(#[from] HistogramError),
+    /// The pacer thread could not start.
+    #[error("cannot start the pacer thread: {0}")]
+    Pacer(#[from] std::io::Error),
+}
+
+/// Phase of a run, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Subscribing and connecting.
+    #[default]
+    Setup,
+    /// Load is running but not recorded.
+    Warmup,
+    /// The measured phase.
+    Measure,
+    /// Waiting for the last deliveries.
+    Drain,
+    /// Finished.
+    Done,
+}
+
+/// A live view of a run, updated about once a second.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// Current phase.
+    pub phase: Phase,
+    /// Time since the clock started (warm-up included).
+    pub elapsed: Duration,
+    /// Length of warm-up plus measured phase.
+    pub total: Duration,
+    /// Publishes confirmed so far.
+    pub published: u64,
+    /// Deliveries so far.
+    pub delivered: u64,
+    /// Failed or unanswered publishes, phantom deliveries and subscription errors.
+    pub errors: u64,
+    /// Publishes confirmed per second over the last second.
+    pub publish_rate: f64,
+    /// Offered rate now.
+    pub offered_rate: f64,
+    /// p99 end-to-end latency of the latest complete interval, in µs.
+    pub p99_us: Option<f64>,
+}
+
+/// Settings of one run besides the plan.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The broker's process on this machine, for CPU and memory figures.
+    pub broker_pid: Option<u32>,
+    /// Cancelling stops the run early; the outcome is then marked partial.
+    pub cancel: CancellationToken,
+    /// Receives progress updates.
+    pub progress: Option<watch::Sender<Progress>>,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The figures, per interval and for the run.
+    pub figures: RunFigures,
+    /// Wall-clock time the run started (set-up included), in UTC.
+    pub started_at: OffsetDateTime,
+    /// Wall-clock end, in UTC.
+    pub ended_at: OffsetDateTime,
+    /// Why the run is incomplete, when it is.
+    pub partial: Option<String>,
+    /// Things a reader of the record should know (subscription errors, ...).
+    pub notes: Vec<String>,
+    /// Messages from before a late subscriber joined that it received by replay.
+    pub replayed: u64,
+    /// Publishes without a confirmation that were delivered all the same.
+    pub recovered: u64,
+}
+
+/// The capabilities a plan needs from a backend.
+pub fn required_capabilities(plan: &Plan) -> Capabilities {
+    let mut needed = Capabilities::NONE;
+    for topic in &plan.topics {
+        needed.insert(match topic.delivery {
+            DeliveryMode::All => Capability::FanOut,
+            DeliveryMode::One => Capability::Competing,
+        });
+        if topic.delivery == DeliveryMode::One && topic.producers.iter().any(|p| p.keys.is_some()) {
+            needed.insert(Capability::KeyOrdering);
+        }
+        for sub in &topic.subscribers {
+            if sub.ack {
+                needed.insert(Capability::AckRedelivery);
+            }
+            if let Join::Late { from, .. } = sub.join {
+                needed.insert(match from {
+                    StartPosition::Latest => Capability::LiveOnly,
+                    _ => Capability::Replay,
+                });
+            }
+        }
+    }
+    needed
+}
+
+/// Who sent what: one entry per producer id.
+#[derive(Debug)]
+struct ProducerInfo {
+    /// Index of the topic it publishes to; `None` for receipt producers (any inbox).
+    topic: Option<usize>,
+    /// Next sequence number it will use (read by late subscribers when they join).
+    next_seq: AtomicU64,
+    /// Confirmed publishes of the measured phase.
+    confirmed: AtomicU64,
+    /// The schedule, for attributing lost messages to intervals.
+    schedule: Option<Schedule>,
+}
+
+/// Counters for the progress display, shared by every task.
+#[derive(Debug, Default)]
+struct Live {
+    published: AtomicU64,
+    delivered: AtomicU64,
+    errors: AtomicU64,
+    /// Measured first deliveries per topic, for the drain's completion check.
+    delivered_per_topic: Vec<AtomicU64>,
+}
+
+/// The run's clock: the epoch is the start of the warm-up.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    epoch: Instant,
+    warmup_ns: u64,
+    /// Deliveries after this are late.
+    deadline: Instant,
+}
+
+impl Clock {
+    /// ns since the epoch.
+    fn since_epoch(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// ns on the recorder clock (since the start of the measured phase); `None` during
+    /// the warm-up.
+    fn measured(&self, at: Instant) -> Option<u64> {
+        self.since_epoch(at).checked_sub(self.warmup_ns)
+    }
+}
+
+/// Everything a task needs, shared.
+struct Shared {
+    run_tag: u32,
+    producers: Vec<ProducerInfo>,
+    live: Live,
+    clock: Mutex<Option<Clock>>,
+    max_in_flight: usize,
+    /// Inbox topic per original producer id (receipts); empty when no receipts.
+    inboxes: Vec<Option<Arc<str>>>,
+    /// Set once the clock has started.
+    started: AtomicBool,
+    /// Topics of the plan; receipt inboxes come after them.
+    scheduled_topics: usize,
+}
+
+impl Shared {
+    fn clock(&self) -> Clock {
+        self.clock.lock().unwrap_or_else(|| Clock {
+            epoch: Instant::now(),
+            warmup_ns: 0,
+            deadline: Instant::now() + Duration::from_secs(3600),
+        })
+    }
+}
+
+/// What a subscriber task hands back.
+struct ConsumerResult {
+    topic: usize,
+    tracker: SequenceTracker,
+    /// First sequence it was eligible for, per producer id.
+    first_eligible: Vec<u64>,
+    replayed: u64,
+    error: Option<String>,
+    joined: bool,
+    receipts: Option<ProducerResult>,
+}
+
+/// What a producer task hands back.
+struct ProducerResult {
+    id: u32,
+    confirmed: SequenceSet,
+    /// Sequences whose outcome was failed or unknown (delivered anyway = recovered).
+    unconfirmed: SequenceSet,
+}
+
+/// Runs `plan` on `backend`.
+///
+/// # Errors
+///
+/// [`EngineError`] when the run cannot start: a capability the backend lacks, a
+/// subscription or connection that fails during set-up. Failures after the clock started
+/// do not abort the run: they are counted and the outcome says what happened.
+pub async fn run(
+    plan: &Plan,
+    backend: Arc<dyn Backend>,
+    options: RunOptions,
+) -> Result<RunOutcome, EngineError> {
+    if plan.topics.is_empty() {
+        return Err(EngineError::Plan("the plan has no topics".into()));
+    }
+    backend
+        .capabilities()
+        .require(backend.kind(), required_capabilities(plan), "this scenario")?;
+    let started_at = OffsetDateTime::now_utc();
+    let run_tag = run_tag(&plan.run_id);
+
+    // Names, producer ids and receipt inboxes.
+    let topic_names: Vec<Arc<str>> = plan
+        .topics
+        .iter()
+        .map(|t| Arc::from(backend.topic_name(&plan.run_id, &t.name)))
+        .collect();
+    let mut producers = Vec::new();
+    let mut inboxes = Vec::new();
+    for (ti, topic) in plan.topics.iter().enumerate() {
+        let wants_receipts = topic.subscribers.iter().any(|s| s.reply.is_some());
+        for p in &topic.producers {
+            let id = producers.len();
+            producers.push(ProducerInfo {
+                topic: Some(ti),
+                next_seq: AtomicU64::new(0),
+                confirmed: AtomicU64::new(0),
+                schedule: Some(Schedule::new(&p.rate, plan.warmup, plan.duration, p.burst)),
+            });
+            inboxes.push(
+                wants_receipts
+                    .then(|| Arc::from(backend.topic_name(&plan.run_id, &format!("inbox.{id}")))),
+            );
+        }
+    }
+    // Receipt producers: one per replying subscriber, ids after the scheduled ones.
+    let mut reply_ids = Vec::new();
+    for topic in &plan.topics {
+        let mut ids = Vec::new();
+        for sub in &topic.subscribers {
+            ids.push(sub.reply.map(|_| {
+                let id = producers.len() as u32;
+                producers.push(ProducerInfo {
+                    topic: None,
+                    next_seq: AtomicU64::new(0),
+                    confirmed: AtomicU64::new(0),
+                    schedule: None,
+                });
+                id
+            }));
+        }
+        reply_ids.push(ids);
+    }
+    if producers.len() > 0xff_ffff {
+        return Err(EngineError::Plan("more than 16 million producers".into()));
+    }
+    let inbox_topics: Vec<(usize, Arc<str>)> = inboxes
+        .iter()
+        .enumerate()
+        .filter_map(|(pid, inbox)| inbox.clone().map(|name| (pid, name)))
+        .collect();
+
+    let mut topology = RunTopology::new(plan.run_id.clone());
+    for (topic, name) in plan.topics.iter().zip(&topic_names) {
+        let mut spec = TopicSpec::new(name.to_string());
+        if topic.delivery == DeliveryMode::One {
+            spec = spec.group(format!("{}.workers", topic.name));
+        }
+        topology = topology.topic(spec);
+    }
+    for (_, name) in &inbox_topics {
+        topology = topology.topic(TopicSpec::new(name.to_string()));
+    }
+    backend.prepare(&topology).await?;
+
+    let topic_count = plan.topics.len() + inbox_topics.len();
+    let shared = Arc::new(Shared {
+        run_tag,
+        producers,
+        live: Live {
+            delivered_per_topic: (0..topic_count).map(|_| AtomicU64::new(0)).collect(),
+            ..Live::default()
+        },
+        clock: Mutex::new(None),
+        max_in_flight: plan.max_in_flight.max(1),
+        inboxes,
+        started: AtomicBool::new(false),
+        scheduled_topics: plan.topics.len(),
+    });
+
+    let outcome = run_prepared(
+        plan,
+        &backend,
+        &options,
+        &shared,
+        &topic_names,
+        &inbox_topics,
+        &reply_ids,
+        started_at,
+    )
+    .await;
+    let teardown = backend.teardown().await;
+    let mut outcome = outcome?;
+    if let Err(err) = teardown {
+        outcome
+            .notes
+            .push(format!("cleaning up the run's topics failed: {err}"));
+    }
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_prepared(
+    plan: &Plan,
+    backend: &Arc<dyn Backend>,
+    options: &RunOptions,
+    shared: &Arc<Shared>,
+    topic_names: &[Arc<str>],
+    inbox_topics: &[(usize, Arc<str>)],
+    reply_ids: &[Vec<Option<u32>>],
+    started_at: OffsetDateTime,
+) -> Result<RunOutcome, EngineError> {
+    let (snapshots, snapshot_rx) = snapshot_channel();
+    let stop_consumers = CancellationToken::new();
+    let stop_inboxes = CancellationToken::new();
+    // Whatever way this function returns, no task of the run outlives it.
+    let _stop_consumers_on_exit = stop_consumers.clone().drop_guard();
+    let _stop_inboxes_on_exit = stop_inboxes.clone().drop_guard();
+
+    // 1. Subscribers that are there from the start: ready before the clock starts.
+    let mut start_subs = Vec::new();
+    for (ti, topic) in plan.topics.iter().enumerate() {
+        for (si, sub) in topic.subscribers.iter().enumerate() {
+            if sub.join == Join::AtStart {
+                let spec = subscription_spec(
+                    &topic_names[ti],
+                    topic.delivery,
+                    &topic.name,
+                    sub.ack,
+                    StartPosition::Latest,
+                );
+                start_subs.push((ti, si, spec));
+            }
+        }
+    }
+    let ready = futures::future::join_all(
+        start_subs
+            .iter()
+            .map(|(_, _, spec)| backend.subscribe(spec.clone())),
+    )
+    .await;
+    let mut consumers = Vec::new();
+    let mut receipt_producers = Vec::new();
+    for ((ti, si, _), subscription) in start_subs.iter().zip(ready) {
+        let subscription = subscription?;
+        let sub = &plan.topics[*ti].subscribers[*si];
+        let reply = match (sub.reply, reply_ids[*ti][*si]) {
+            (Some(plan), Some(id)) => {
+                let producer = backend.producer().await?;
+                receipt_producers.push(id);
+                Some((plan, id, producer))
+            }
+            _ => None,
+        };
+        consumers.push(tokio::spawn(consume(
+            shared.clone(),
+            *ti,
+            subscription,
+            sub.ack,
+            reply,
+            Vec::new(),
+            Recorder::new(snapshots.clone()),
+            stop_consumers.clone(),
+        )));
+    }
+    let mut inbox_consumers = Vec::new();
+    for (k, (_, name)) in inbox_topics.iter().enumerate() {
+        let spec = SubscriptionSpec::new(name.clone());
+        let subscription = backend.subscribe(spec).await?;
+        inbox_consumers.push(tokio::spawn(consume(
+            shared.clone(),
+            plan.topics.len() + k,
+            subscription,
+            false,
+            None,
+            Vec::new(),
+            Recorder::new(snapshots.clone()),
+            stop_inboxes.clone(),
+        )));
+    }
+
+    // 2. Producers, connected.
+    let mut producer_plans = Vec::new();
+    for (ti, topic) in plan.topics.iter().enumerate() {
+        for p in &topic.producers {
+            producer_plans.push((ti, p));
+        }
+    }
+    let connections =
+        futures::future::join_all(producer_plans.iter().map(|_| backend.producer())).await;
+    let mut producer_handles = Vec::new();
+    for connection in connections {
+        producer_handles.push(connection?);
+    }
+
+    // 3. The clock starts.
+    let pacer = Arc::new(Pacer::start()?);
+    let epoch = Instant::now() + START_LEAD;
+    let send_end = epoch + plan.warmup + plan.duration;
+    let clock = Clock {
+        epoch,
+        warmup_ns: plan.warmup.as_nanos() as u64,
+        deadline: send_end + plan.drain,
+    };
+    *shared.clock.lock() = Some(clock);
+    shared.started.store(true, Ordering::Release);
+
+    let stop_producers = options.cancel.child_token();
+    let mut producer_tasks = Vec::new();
+    for (id, ((ti, p), handle)) in producer_plans.iter().zip(producer_handles).enumerate() {
+        let topic = &plan.topics[*ti];
+        producer_tasks.push(tokio::spawn(produce(
+            shared.clone(),
+            id as u32,
+            handle,
+            topic_names[*ti].clone(),
+            topic.delivery,
+            topic.cache,
+            (*p).clone(),
+            pacer.clone(),
+            Recorder::new(snapshots.clone()),
+            stop_producers.clone(),
+        )));
+    }
+    // Late subscribers join on their own schedule.
+    for (ti, topic) in plan.topics.iter().enumerate() {
+        for (si, sub) in topic.subscribers.iter().enumerate() {
+            if let Join::Late { after, from } = sub.join {
+                let spec =
+                    subscription_spec(&topic_names[ti], topic.delivery, &topic.name, sub.ack, from);
+                let backend = backend.clone();
+                let shared = shared.clone();
+                let recorder = Recorder::new(snapshots.clone());
+                let stop = stop_consumers.clone();
+                let producer_ids: Vec<u32> = shared
+                    .producers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.topic == Some(ti))
+                    .map(|(id, _)| id as u32)
+                    .collect();
+                let reply = sub.reply.zip(reply_ids[ti][si]);
+                let ack = sub.ack;
+                consumers.push(tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until((epoch + after).into()) => {}
+                        _ = stop.cancelled() => return not_joined(ti),
+                    }
+                    let subscription = match backend.subscribe(spec).await {
+                        Ok(s) => s,
+                        Err(err) => {
+                            let mut result = not_joined(ti);
+                            result.error = Some(format!("late subscriber could not join: {err}"));
+                            return result;
+                        }
+                    };
+                    // Eligible for everything its topic's producers send from now on.
+                    let mut first = vec![0; shared.producers.len()];
+                    for id in producer_ids {
+                        first[id as usize] = shared.producers[id as usize]
+                            .next_seq
+                            .load(Ordering::Acquire);
+                    }
+                    let reply = match reply {
+                        Some((plan, id)) => match backend.producer().await {
+                            Ok(p) => Some((plan, id, p)),
+                            Err(_) => None,
+                        },
+                        None => None,
+                    };
+                    consume(shared, ti, subscription, ack, reply, first, recorder, stop).await
+                }));
+            }
+        }
+    }
+
+    // 4. The collector: merges intervals, samples the broker, updates progress.
+    drop(snapshots);
+    let collector_task = tokio::spawn(collect(
+        shared.clone(),
+        snapshot_rx,
+        options.broker_pid,
+        options.progress.clone(),
+        clock,
+        plan.warmup + plan.duration,
+        plan.clone(),
+    ));
+
+    // 5. Wait for the producers (or Ctrl-C).
+    let mut partial = None;
+    let mut producer_results = Vec::new();
+    for task in producer_tasks {
+        if let Ok(result) = task.await {
+            producer_results.push(result);
+        }
+    }
+    if options.cancel.is_cancelled() {
+        partial = Some("interrupted before the end of the run".to_string());
+    }
+    set_phase(options, Phase::Drain);
+
+    // 6. Drain: until every expected delivery arrived, or the deadline.
+    let deadline = if partial.is_some() {
+        Instant::now() + Duration::from_millis(500).min(plan.drain)
+    } else {
+        clock.deadline
+    };
+    let expected = expected_deliveries(plan, shared);
+    while Instant::now() < deadline && !options.cancel.is_cancelled() {
+        let done = expected
+            .iter()
+            .enumerate()
+            .all(|(ti, want)| shared.live.delivered_per_topic[ti].load(Ordering::Relaxed) >= *want);
+        if done {
+            break;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    // Deliveries arriving a little after the deadline are late, not lost.
+    tokio::time::sleep(if Instant::now() >= deadline {
+        LATE_WINDOW
+    } else {
+        Duration::ZERO
+    })
+    .await;
+    stop_consumers.cancel();
+    let mut results = Vec::new();
+    for task in consumers {
+        if let Ok(result) = task.await {
+            results.push(result);
+        }
+    }
+    // Receipts sent during the drain still need to reach their inboxes.
+    let receipts_confirmed: u64 = results
+        .iter()
+        .filter_map(|r| r.receipts.as_ref())
+        .map(|r| r.confirmed.len())
+        .sum();
+    let inbox_deadline = Instant::now().max(deadline) + Duration::from_millis(500);
+    while !inbox_topics.is_empty() && Instant::now() < inbox_deadline {
+        let got: u64 = (plan.topics.len()..plan.topics.len() + inbox_topics.len())
+            .map(|ti| shared.live.delivered_per_topic[ti].load(Ordering::Relaxed))
+            .sum();
+        if got >= receipts_confirmed {
+            break;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    stop_inboxes.cancel();
+    for task in inbox_consumers {
+        if let Ok(result) = task.await {
+            results.push(result);
+        }
+    }
+    drop(pacer);
+
+    // 7. Lost, duplicated across competing consumers, recovered.
+    let mut collector = match collector_task.await {
+        Ok(collector) => collector,
+        Err(err) => return Err(EngineError::Plan(format!("collector task failed: {err}"))),
+    };
+    let mut all_producer_results = producer_results;
+    for r in &mut results {
+        if let Some(receipts) = r.receipts.take() {
+            all_producer_results.push(receipts);
+        }
+    }
+    let mut notes = Vec::new();
+    let (recovered, replayed) = account(
+        plan,
+        shared,
+        &all_producer_results,
+        &results,
+        inbox_topics,
+        &mut collector,
+        &mut notes,
+    );
+    for r in &results {
+        if let Some(err) = &r.error {
+            notes.push(err.clone());
+        }
+    }
+    if partial.is_none() {
+        if let Some(err) = results.iter().find_map(|r| r.error.as_ref()) {
+            if err.contains("closed") || err.contains("lost") || err.contains("connection") {
+                partial = Some(format!("a subscription ended early: {err}"));
+            }
+        }
+    }
+    set_phase(options, Phase::Done);
+    let figures = collector.finish(plan.duration)?;
+    Ok(RunOutcome {
+        figures,
+        started_at,
+        ended_at: OffsetDateTime::now_utc(),
+        partial,
+        notes,
+        replayed,
+        recovered,
+    })
+}
+
+fn not_joined(topic: usize) -> ConsumerResult {
+    ConsumerResult {
+        topic,
+        tracker: SequenceTracker::new(),
+        first_eligible: Vec::new(),
+        replayed: 0,
+        error: None,
+        joined: false,
+        receipts: None,
+    }
+}
+
+fn set_phase(options: &RunOptions, phase: Phase) {
+    if let Some(progress) = &options.progress {
+        progress.send_modify(|p| p.phase = phase);
+    }
+}
+
+fn subscription_spec(
+    name: &Arc<str>,
+    delivery: DeliveryMode,
+    scenario_name: &str,
+    ack: bool,
+    start: StartPosition,
+) -> SubscriptionSpec {
+    let mut spec = SubscriptionSpec::new(name.clone()).start(start);
+    if delivery == DeliveryMode::One {
+        spec = spec.group(format!("{scenario_name}.workers"));
+    }
+    if ack {
+        spec = spec.ack(AckMode::Manual);
+    }
+    spec
+}
+
+/// A 32-bit tag of the run id, carried in every envelope.
+fn run_tag(run_id: &str) -> u32 {
+    run_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Deliveries the drain waits for, per topic (start-time subscribers only; late ones
+/// are not waited for).
+fn expected_deliveries(plan: &Plan, shared: &Shared) -> Vec<u64> {
+    let mut expected = vec![0u64; shared.live.delivered_per_topic.len()];
+    for (ti, topic) in plan.topics.iter().enumerate() {
+        let confirmed: u64 = shared
+            .producers
+            .iter()
+            .filter(|p| p.topic == Some(ti))
+            .map(|p| p.confirmed.load(Ordering::Relaxed))
+            .sum();
+        let at_start = topic
+            .subscribers
+            .iter()
+            .filter(|s| s.join == Join::AtStart)
+            .count() as u64;
+        expected[ti] = match topic.delivery {
+            DeliveryMode::All => confirmed * at_start,
+            DeliveryMode::One => confirmed * u64::from(at_start > 0),
+        };
+    }
+    expected
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    shared: Arc<Shared>,
+    id: u32,
+    producer: Producer,
+    topic: Arc<str>,
+    delivery: DeliveryMode,
+    cache: bool,
+    plan: crate::plan::ProducerPlan,
+    pacer: Arc<Pacer>,
+    mut recorder: Recorder,
+    stop: CancellationToken,
+) -> ProducerResult {
+    let info = &shared.producers[id as usize];
+    let schedule = info.schedule.clone().unwrap_or_else(|| {
+        Schedule::new(
+            &crate::plan::RateSchedule::constant(0.0),
+            Duration::ZERO,
+            Duration::ZERO,
+            1,
+        )
+    });
+    let clock = shared.clock();
+    let mut rng = fastrand::Rng::new();
+    let keys: Vec<String> = plan
+        .keys
+        .as_ref()
+        .map(|k| (0..k.count).map(|i| format!("k{i}")).collect())
+        .unwrap_or_default();
+    let mut in_flight = FuturesUnordered::new();
+    let mut result = ProducerResult {
+        id,
+        confirmed: SequenceSet::new(),
+        unconfirmed: SequenceSet::new(),
+    };
+    let mut pending_progress = 0u64;
+    let mut payload = Vec::new();
+    let mut seq = 0u64;
+    'schedule: while let Some(due_ns) = schedule.due_ns(seq) {
+        let due = clock.epoch + Duration::from_nanos(due_ns);
+        let sleep = pacer.sleep_until(due);
+        tokio::pin!(sleep);
+        let mut slept = false;
+        loop {
+            let full = in_flight.len() >= shared.max_in_flight;
+            if slept && !full {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break 'schedule,
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    settle(&shared, info, &clock, &mut recorder, &mut result, done, &mut pending_progress);
+                }
+                _ = &mut sleep, if !slept => slept = true,
+            }
+        }
+        let sent = Instant::now();
+        let envelope = Envelope {
+            run: shared.run_tag,
+            producer: id,
+            seq,
+            intended_ns: due_ns,
+            sent_ns: clock.since_epoch(sent),
+        };
+        payload.clear();
+        envelope.encode_into(plan.size.sample(&mut rng).max(HEADER_LEN), &mut payload);
+        let mut request = PublishRequest::new(topic.clone(), Bytes::copy_from_slice(&payload))
+            .delivery(delivery)
+            .cache(cache);
+        if let Some(k) = &plan.keys {
+            request = request.key(keys[k.sample(&mut rng) as usize].clone());
+        }
+        info.next_seq.store(seq + 1, Ordering::Release);
+        let publish = producer.publish(request);
+        in_flight.push(publish.map(move |outcome| (seq, due_ns, sent, outcome)));
+        seq += 1;
+    }
+    while let Some(done) = in_flight.next().await {
+        settle(
+            &shared,
+            info,
+            &clock,
+            &mut recorder,
+            &mut result,
+            done,
+            &mut pending_progress,
+        );
+    }
+    shared
+        .live
+        .published
+        .fetch_add(pending_progress, Ordering::Relaxed);
+    let _ = recorder.finish().await;
+    result
+}
+
+/// Records the outcome of one publish.
+fn settle(
+    shared: &Shared,
+    info: &ProducerInfo,
+    clock: &Clock,
+    recorder: &mut Recorder,
+    result: &mut ProducerResult,
+    (seq, due_ns, sent, outcome): (u64, u64, Instant, PublishOutcome),
+    pending_progress: &mut u64,
+) {
+    let now = Instant::now();
+    let Some(intended) = due_ns.checked_sub(clock.warmup_ns) else {
+        return; // a warm-up message
+    };
+    let now_ns = clock.measured(now).unwrap_or(0);
+    // A message is never sent before it is due, so `sent` is in the measured phase.
+    let sent_ns = clock.measured(sent).unwrap_or(intended).max(intended);
+    match outcome {
+        PublishOutcome::Ok | PublishOutcome::Duplicate => {
+            recorder.record_publish_ok(now_ns, intended, sent_ns);
+            let _ = result.confirmed.insert(seq);
+            info.confirmed.fetch_add(1, Ordering::Relaxed);
+            *pending_progress += 1;
+            if *pending_progress >= PROGRESS_BATCH {
+                shared
+                    .live
+                    .published
+                    .fetch_add(*pending_progress, Ordering::Relaxed);
+                *pending_progress = 0;
+            }
+        }
+        PublishOutcome::Failed(_) => {
+            recorder.record_publish_failed(now_ns, intended, sent_ns);
+            let _ = result.unconfirmed.insert(seq);
+            shared.live.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        PublishOutcome::Unknown => {
+            recorder.record_publish_unknown(now_ns, intended, sent_ns);
+            let _ = result.unconfirmed.insert(seq);
+            shared.live.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Receipt publishing state of a replying subscriber.
+struct Replier {
+    plan: ReplyPlan,
+    id: u32,
+    producer: Producer,
+    seq: u64,
+    result: ProducerResult,
+    in_flight:
+        FuturesUnordered<futures::future::BoxFuture<'static, (u64, u64, Instant, PublishOutcome)>>,
+    payload: Vec<u8>,
+    progress: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn consume(
+    shared: Arc<Shared>,
+    topic: usize,
+    mut subscription: Subscription,
+    ack: bool,
+    reply: Option<(ReplyPlan, u32, Producer)>,
+    first_eligible: Vec<u64>,
+    mut recorder: Recorder,
+    stop: CancellationToken,
+) -> ConsumerResult {
+    let mut tracker = SequenceTracker::new();
+    let mut result = ConsumerResult {
+        topic,
+        tracker: SequenceTracker::new(),
+        first_eligible,
+        replayed: 0,
+        error: None,
+        joined: true,
+        receipts: None,
+    };
+    let mut replier = reply.map(|(plan, id, producer)| Replier {
+        plan,
+        id,
+        producer,
+        seq: 0,
+        result: ProducerResult {
+            id,
+            confirmed: SequenceSet::new(),
+            unconfirmed: SequenceSet::new(),
+        },
+        in_flight: FuturesUnordered::new(),
+        payload: Vec::new(),
+        progress: 0,
+    });
+    let mut delivered_progress = 0u64;
+    loop {
+        let in_flight = replier.as_ref().is_some_and(|r| !r.in_flight.is_empty());
+        let item = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(done) = async { replier.as_mut()?.in_flight.next().await }, if in_flight => {
+                if let Some(r) = replier.as_mut() {
+                    settle_receipt(&shared, r, &mut recorder, done);
+                }
+                continue;
+            }
+            item = subscription.next() => item,
+        };
+        let delivery = match item {
+            None => break,
+            Some(Err(err)) => {
+                result.error = Some(format!(
+                    "subscription to {} ended: {err}",
+                    subscription.topic()
+                ));
+                shared.live.errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Some(Ok(delivery)) => delivery,
+        };
+        if ack {
+            let _ = subscription.ack(&delivery).await;
+        }
+        if let Some(sender) = handle_delivery(
+            &shared,
+            topic,
+            &delivery,
+            &mut tracker,
+            &mut result,
+            &mut recorder,
+        ) {
+            delivered_progress += 1;
+            if delivered_progress >= PROGRESS_BATCH {
+                shared
+                    .live
+                    .delivered
+                    .fetch_add(delivered_progress, Ordering::Relaxed);
+                delivered_progress = 0;
+            }
+            if let Some(r) = replier.as_mut() {
+                send_receipt(&shared, r, sender, delivery.received_at, &mut recorder).await;
+            }
+        }
+    }
+    shared
+        .live
+        .delivered
+        .fetch_add(delivered_progress, Ordering::Relaxed);
+    if let Some(mut r) = replier {
+        while let Some(done) = r.in_flight.next().await {
+            settle_receipt(&shared, &mut r, &mut recorder, done);
+        }
+        shared
+            .live
+            .published
+            .fetch_add(r.progress, Ordering::Relaxed);
+        result.receipts = Some(r.result);
+    }
+    drop(subscription);
+    let _ = recorder.finish().await;
+    result.tracker = tracker;
+    result
+}
+
+/// Classifies one delivery and records it. Returns the sender's producer id for a
+/// measured first delivery (the one that deserves a receipt).
+fn handle_delivery(
+    shared: &Shared,
+    topic: usize,
+    delivery: &Delivery,
+    tracker: &mut SequenceTracker,
+    result: &mut ConsumerResult,
+    recorder: &mut Recorder,
+) -> Option<u32> {
+    let clock = shared.clock();
+    let now_ns = clock.measured(delivery.received_at).unwrap_or(0);
+    let envelope = match Envelope::decode(&delivery.payload) {
+        Ok(e) if e.run == shared.run_tag => e,
+        _ => {
+            recorder.record_phantom(now_ns);
+            shared.live.errors.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    };
+    let Some(info) = shared.producers.get(envelope.producer as usize) else {
+        recorder.record_phantom(now_ns);
+        return None;
+    };
+    // A message of a scheduled producer must arrive on that producer's topic; a receipt
+    // on an inbox (the envelope does not say which producer it answers).
+    let right_topic = match info.topic {
+        Some(t) => t == topic,
+        None => topic >= shared.scheduled_topics,
+    };
+    if !right_topic {
+        recorder.record_phantom(now_ns);
+        shared.live.errors.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let Some(intended) = envelope.intended_ns.checked_sub(clock.warmup_ns) else {
+        return None; // warm-up traffic
+    };
+    if result
+        .first_eligible
+        .get(envelope.producer as usize)
+        .is_some_and(|first| envelope.seq < *first)
+    {
+        result.replayed += 1;
+        return None;
+    }
+    let sent = envelope
+        .sent_ns
+        .saturating_sub(clock.warmup_ns)
+        .max(intended);
+    let class = tracker.observe(u64::from(envelope.producer), envelope.seq);
+    if delivery.received_at > clock.deadline {
+        recorder.record_late(now_ns);
+        return None;
+    }
+    recorder.record_delivery(now_ns, intended, sent, class);
+    match class {
+        SeqDelivery::First | SeqDelivery::Reordered => {
+            shared.live.delivered_per_topic[topic].fetch_add(1, Ordering::Relaxed);
+            Some(envelope.producer)
+        }
+        _ => None,
+    }
+}
+
+async fn send_receipt(
+    shared: &Shared,
+    r: &mut Replier,
+    to: u32,
+    received_at: Instant,
+    recorder: &mut Recorder,
+) {
+    let Some(Some(inbox)) = shared.inboxes.get(to as usize) else {
+        return;
+    };
+    while r.in_flight.len() >= shared.max_in_flight {
+        if let Some(done) = r.in_flight.next().await {
+            settle_receipt(shared, r, recorder, done);
+        }
+    }
+    let clock = shared.clock();
+    let intended_ns = clock.since_epoch(received_at);
+    let sent = Instant::now();
+    let envelope = Envelope {
+        run: shared.run_tag,
+        producer: r.id,
+        seq: r.seq,
+        intended_ns,
+        sent_ns: clock.since_epoch(sent),
+    };
+    r.payload.clear();
+    envelope.encode_into(r.plan.size, &mut r.payload);
+    let request = PublishRequest::new(inbox.clone(), Bytes::copy_from_slice(&r.payload));
+    let seq = r.seq;
+    r.seq += 1;
+    shared.producers[r.id as usize]
+        .next_seq
+        .store(r.seq, Ordering::Release);
+    r.in_flight.push(
+        r.producer
+            .publish(request)
+            .map(move |o| (seq, intended_ns, sent, o))
+            .boxed(),
+    );
+}
+
+fn settle_receipt(
+    shared: &Shared,
+    r: &mut Replier,
+    recorder: &mut Recorder,
+    done: (u64, u64, Instant, PublishOutcome),
+) {
+    let info = &shared.producers[r.id as usize];
+    let clock = shared.clock();
+    settle(
+        shared,
+        info,
+        &clock,
+        recorder,
+        &mut r.result,
+        done,
+        &mut r.progress,
+    );
+}
+
+/// Computes lost and cross-subscriber duplicates, feeds them to the collector, and
+/// returns (recovered, replayed).
+fn account(
+    plan: &Plan,
+    shared: &Shared,
+    producers: &[ProducerResult],
+    consumers: &[ConsumerResult],
+    inbox_topics: &[(usize, Arc<str>)],
+    collector: &mut Collector,
+    notes: &mut Vec<String>,
+) -> (u64, u64) {
+    let by_id = |id: u32| producers.iter().find(|p| p.id == id);
+    let warmup_ns = plan.warmup.as_nanos() as u64;
+    let interval_for = |id: u32, seq: u64| -> u64 {
+        shared.producers[id as usize]
+            .schedule
+            .as_ref()
+            .and_then(|s| s.due_ns(seq))
+            .map_or_else(
+                || interval_of(plan.duration.as_nanos() as u64).saturating_sub(1),
+                |due| interval_of(due.saturating_sub(warmup_ns)),
+            )
+    };
+    let mut recovered = 0u64;
+    let mut replayed = 0u64;
+    let topic_count = plan.topics.len() + inbox_topics.len();
+    for ti in 0..topic_count {
+        let (delivery, topic_producers): (DeliveryMode, Vec<u32>) = if ti < plan.topics.len() {
+            (
+                plan.topics[ti].delivery,
+                shared
+                    .producers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.topic == Some(ti))
+                    .map(|(id, _)| id as u32)
+                    .collect(),
+            )
+        } else {
+            // An inbox gets the receipts of every replier.
+            (
+                DeliveryMode::All,
+                shared
+                    .producers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.topic.is_none())
+                    .map(|(id, _)| id as u32)
+                    .collect(),
+            )
+        };
+        let subs: Vec<&ConsumerResult> = consumers
+            .iter()
+            .filter(|c| c.topic == ti && c.joined)
+            .collect();
+        if subs.is_empty() {
+            continue;
+        }
+        for &pid in &topic_producers {
+            let Some(sent) = by_id(pid) else { continue };
+            // Receipts to one inbox come from every replier but only answer that
+            // inbox's producer: expected = what each replier confirmed *to this inbox*,
+            // which the envelope does not say, so inboxes count delivered vs. confirmed.
+            if ti >= plan.topics.len() {
+                continue;
+            }
+            match delivery {
+                DeliveryMode::All => {
+                    for sub in &subs {
+                        let first = sub.first_eligible.get(pid as usize).copied().unwrap_or(0);
+                        let received = sub.tracker.received(u64::from(pid));
+                        for seq in sent.confirmed.iter().filter(|s| *s >= first) {
+                            if !received.contains(seq) {
+                                collector.record_lost(interval_for(pid, seq), 1);
+                            }
+                        }
+                        recovered += sent.unconfirmed.intersection_len(received);
+                    }
+                }
+                DeliveryMode::One => {
+                    let mut union = SequenceSet::new();
+                    let mut total = 0u64;
+                    for sub in &subs {
+                        let received = sub.tracker.received(u64::from(pid));
+                        total += received.len();
+                        union.union_with(received);
+                    }
+                    for seq in sent.confirmed.difference(&union) {
+                        collector.record_lost(interval_for(pid, seq), 1);
+                    }
+                    recovered += sent.unconfirmed.intersection_len(&union);
+                    let cross_duplicates = total - union.len();
+                    if cross_duplicates > 0 {
+                        notes.push(format!(
+                            "{cross_duplicates} message(s) of producer {pid} reached more than one competing consumer"
+                        ));
+                    }
+                }
+            }
+        }
+        for sub in &subs {
+            replayed += sub.replayed;
+        }
+    }
+    // Receipts: every confirmed receipt should reach exactly one inbox.
+    if !inbox_topics.is_empty() {
+        let inbox_subs: Vec<&ConsumerResult> = consumers
+            .iter()
+            .filter(|c| c.topic >= plan.topics.len())
+            .collect();
+        for sent in producers
+            .iter()
+            .filter(|p| shared.producers[p.id as usize].topic.is_none())
+        {
+            let mut union = SequenceSet::new();
+            for sub in &inbox_subs {
+                union.union_with(sub.tracker.received(u64::from(sent.id)));
+            }
+            let lost = sent.confirmed.difference_len(&union);
+            if lost > 0 {
+                collector.record_lost(
+                    interval_of(plan.duration.as_nanos() as u64).saturating_sub(1),
+                    lost,
+                );
+            }
+            recovered += sent.unconfirmed.intersection_len(&union);
+        }
+    }
+    (recovered, replayed)
+}
+
+/// Merges snapshots, samples the broker each second and publishes progress.
+async fn collect(
+    shared: Arc<Shared>,
+    mut snapshots: mpsc::Receiver<IntervalSnapshot>,
+    broker_pid: Option<u32>,
+    progress: Option<watch::Sender<Progress>>,
+    clock: Clock,
+    total: Duration,
+    plan: Plan,
+) -> Collector {
+    let mut collector = Collector::new();
+    // Offered messages per interval, from the schedules.
+    for info in &shared.producers {
+        let Some(schedule) = &info.schedule else {
+            continue;
+        };
+        let intervals =
+            plan.duration.as_secs().max(1) + u64::from(plan.duration.subsec_nanos() > 0);
+        let mut before = schedule.count_before(clock.warmup_ns);
+        for i in 0..intervals {
+            let end = (clock.warmup_ns + (i + 1) * 1_000_000_000).min(schedule.end_ns() + 1);
+            let upto = schedule.count_before(end);
+            collector.record_offered(i, upto.saturating_sub(before));
+            before = upto;
+        }
+    }
+    let mut sampler = broker_pid.and_then(ProcessSampler::new);
+    let measure_start = clock.epoch + Duration::from_nanos(clock.warmup_ns);
+    let mut tick = tokio::time::interval_at(measure_start.into(), Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_published = 0u64;
+    let mut last_tick = Instant::now();
+    let mut latest_p99 = None;
+    let mut window: Option<(u64, LatencySet)> = None;
+    let mut ui_tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            snapshot = snapshots.recv() => match snapshot {
+                Some(s) => {
+                    if progress.is_some() {
+                        // Keep the newest interval's e2e latency for the progress line.
+                        let index = s.interval();
+                        match &window {
+                            Some((current, _)) if index < *current => {}
+                            Some((current, set)) if index > *current => {
+                                latest_p99 = set.e2e.value_at_quantile_ns(0.99).map(|ns| ns as f64 / 1000.0).or(latest_p99);
+                                let mut set = LatencySet::default();
+                                s.add_latencies_to(&mut set);
+                                window = Some((index, set));
+                            }
+                            Some(_) => {
+                                if let Some((_, set)) = window.as_mut() {
+                                    s.add_latencies_to(set);
+                                }
+                            }
+                            None => {
+                                let mut set = LatencySet::default();
+                                s.add_latencies_to(&mut set);
+                                window = Some((index, set));
+                            }
+                        }
+                    }
+                    collector.ingest(s);
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if let (Some(s), Some(ns)) = (sampler.as_mut(), clock.measured(now)) {
+                    if let Some(sample) = s.sample() {
+                        // The sample covers the second that just ended.
+                        let interval = interval_of(ns).saturating_sub(1);
+                        if ns >= 1_000_000_000 && interval < plan.duration.as_secs().max(1) + 1 {
+                            collector.record_broker_sample(interval, sample.cpu_percent, sample.rss_bytes);
+                        }
+                    }
+                }
+            }
+            _ = ui_tick.tick(), if progress.is_some() => {
+                let now = Instant::now();
+                let published = shared.live.published.load(Ordering::Relaxed);
+                let dt = now.duration_since(last_tick).as_secs_f64();
+                let rate = if dt > 0.0 { (published - last_published.min(published)) as f64 / dt } else { 0.0 };
+                last_published = published;
+                last_tick = now;
+                let elapsed = now.saturating_duration_since(clock.epoch);
+                if let Some(tx) = &progress {
+                    tx.send_modify(|p| {
+                        if p.phase != Phase::Drain && p.phase != Phase::Done && shared.started.load(Ordering::Relaxed) {
+                            p.phase = if elapsed.as_nanos() < u128::from(clock.warmup_ns) { Phase::Warmup } else { Phase::Measure };
+                        }
+                        p.elapsed = elapsed.min(total);
+                        p.total = total;
+                        p.published = published;
+                        p.delivered = shared.live.delivered.load(Ordering::Relaxed);
+                        p.errors = shared.live.errors.load(Ordering::Relaxed);
+                        p.publish_rate = rate;
+                        p.offered_rate = plan.offered_rate_at(elapsed.saturating_sub(Duration::from_nanos(clock.warmup_ns)));
+                        p.p99_us = latest_p99;
+                    });
+                }
+            }
+        }
+    }
+    collector
+}
