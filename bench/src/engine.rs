@@ -393,7 +393,7 @@ async fn run_prepared(
     let mut start_subs = Vec::new();
     for (ti, topic) in plan.topics.iter().enumerate() {
         for (si, sub) in topic.subscribers.iter().enumerate() {
-            if sub.join == Join::AtStart {
+            if matches!(sub.join, Join::AtStart | Join::Returning { .. }) {
                 let spec = subscription_spec(
                     &topic_names[ti],
                     topic.delivery,
@@ -413,9 +413,21 @@ async fn run_prepared(
     .await;
     let mut consumers = Vec::new();
     let mut receipt_producers = Vec::new();
-    for ((ti, si, _), subscription) in start_subs.iter().zip(ready) {
+    for ((ti, si, spec), subscription) in start_subs.iter().zip(ready) {
         let subscription = subscription?;
         let sub = &plan.topics[*ti].subscribers[*si];
+        let absence = match sub.join {
+            Join::Returning {
+                offline_after,
+                rejoin_after,
+            } => Some(Absence {
+                offline_after,
+                rejoin_after,
+                backend: backend.clone(),
+                spec: spec.clone(),
+            }),
+            _ => None,
+        };
         let reply = match (sub.reply, reply_ids[*ti][*si]) {
             (Some(plan), Some(id)) => {
                 let producer = backend.producer().await?;
@@ -431,6 +443,7 @@ async fn run_prepared(
             sub.ack,
             reply,
             Vec::new(),
+            absence,
             Recorder::new(snapshots.clone()),
             stop_consumers.clone(),
         )));
@@ -446,6 +459,7 @@ async fn run_prepared(
             false,
             None,
             Vec::new(),
+            None,
             Recorder::new(snapshots.clone()),
             stop_inboxes.clone(),
         )));
@@ -540,7 +554,18 @@ async fn run_prepared(
                         },
                         None => None,
                     };
-                    consume(shared, ti, subscription, ack, reply, first, recorder, stop).await
+                    consume(
+                        shared,
+                        ti,
+                        subscription,
+                        ack,
+                        reply,
+                        first,
+                        None,
+                        recorder,
+                        stop,
+                    )
+                    .await
                 }));
             }
         }
@@ -728,7 +753,7 @@ fn expected_deliveries(plan: &Plan, shared: &Shared) -> Vec<u64> {
         let at_start = topic
             .subscribers
             .iter()
-            .filter(|s| s.join == Join::AtStart)
+            .filter(|s| matches!(s.join, Join::AtStart | Join::Returning { .. }))
             .count() as u64;
         expected[ti] = match topic.delivery {
             DeliveryMode::All => confirmed * at_start,
@@ -892,17 +917,48 @@ struct Replier {
     progress: u64,
 }
 
+/// A returning subscriber's time away.
+struct Absence {
+    offline_after: Duration,
+    rejoin_after: Duration,
+    backend: Arc<dyn Backend>,
+    spec: SubscriptionSpec,
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_delivery(
+    subscription: &mut Option<Subscription>,
+) -> Option<Result<Delivery, AdapterError>> {
+    match subscription.as_mut() {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn consume(
     shared: Arc<Shared>,
     topic: usize,
-    mut subscription: Subscription,
+    subscription: Subscription,
     ack: bool,
     reply: Option<(ReplyPlan, u32, Producer)>,
     first_eligible: Vec<u64>,
+    absence: Option<Absence>,
     mut recorder: Recorder,
     stop: CancellationToken,
 ) -> ConsumerResult {
+    let clock = shared.clock();
+    let topic_name: Arc<str> = Arc::from(subscription.topic());
+    let mut subscription = Some(subscription);
+    let mut last_sequence: Option<i64> = None;
+    let offline_at = absence.as_ref().map(|a| clock.epoch + a.offline_after);
+    let mut gone_offline = false;
     let mut tracker = SequenceTracker::new();
     let mut result = ConsumerResult {
         topic,
@@ -930,6 +986,7 @@ async fn consume(
     let mut delivered_progress = 0u64;
     loop {
         let in_flight = replier.as_ref().is_some_and(|r| !r.in_flight.is_empty());
+        let goes_offline = !gone_offline && offline_at.is_some();
         let item = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
@@ -939,22 +996,49 @@ async fn consume(
                 }
                 continue;
             }
-            item = subscription.next() => item,
+            _ = sleep_until_opt(offline_at), if goes_offline => {
+                gone_offline = true;
+                let Some(absence) = absence.as_ref() else { continue };
+                // Drop off (the connection closes), stay away, then come back after the
+                // last message seen so the broker replays only what was missed.
+                drop(subscription.take());
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep_until((clock.epoch + absence.rejoin_after).into()) => {}
+                }
+                let start = match last_sequence {
+                    Some(seq) => StartPosition::AfterSequence(seq),
+                    None => StartPosition::Beginning,
+                };
+                match absence.backend.subscribe(absence.spec.clone().start(start)).await {
+                    Ok(s) => subscription = Some(s),
+                    Err(err) => {
+                        result.error = Some(format!(
+                            "returning subscriber to {topic_name} could not rejoin: {err}"
+                        ));
+                        break;
+                    }
+                }
+                continue;
+            }
+            item = next_delivery(&mut subscription) => item,
         };
         let delivery = match item {
             None => break,
             Some(Err(err)) => {
-                result.error = Some(format!(
-                    "subscription to {} ended: {err}",
-                    subscription.topic()
-                ));
+                result.error = Some(format!("subscription to {topic_name} ended: {err}"));
                 shared.live.errors.fetch_add(1, Ordering::Relaxed);
                 break;
             }
             Some(Ok(delivery)) => delivery,
         };
+        if delivery.sequence.is_some() {
+            last_sequence = delivery.sequence;
+        }
         if ack {
-            let _ = subscription.ack(&delivery).await;
+            if let Some(s) = subscription.as_ref() {
+                let _ = s.ack(&delivery).await;
+            }
         }
         if let Some(sender) = handle_delivery(
             &shared,
@@ -973,7 +1057,9 @@ async fn consume(
                 delivered_progress = 0;
             }
             if let Some(r) = replier.as_mut() {
-                send_receipt(&shared, r, sender, delivery.received_at, &mut recorder).await;
+                for _ in 0..r.plan.count.max(1) {
+                    send_receipt(&shared, r, sender, delivery.received_at, &mut recorder).await;
+                }
             }
         }
     }

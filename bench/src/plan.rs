@@ -87,6 +87,16 @@ pub enum Join {
         #[serde(serialize_with = "serialize_start")]
         from: StartPosition,
     },
+    /// A returning client: subscribed from the start, offline from `offline_after` until
+    /// `rejoin_after` (both since the start of the warm-up), then subscribed again after
+    /// the last sequence it received, so the broker replays what it missed. It is
+    /// expected to receive every message, the missed ones included.
+    Returning {
+        /// When it drops off.
+        offline_after: Duration,
+        /// When it comes back.
+        rejoin_after: Duration,
+    },
 }
 
 fn serialize_start<S: serde::Serializer>(p: &StartPosition, s: S) -> Result<S::Ok, S::Error> {
@@ -98,6 +108,8 @@ fn serialize_start<S: serde::Serializer>(p: &StartPosition, s: S) -> Result<S::O
 pub struct ReplyPlan {
     /// Payload size of each receipt.
     pub size: usize,
+    /// Receipts per received message (e.g. 2: "delivered", then "read").
+    pub count: u32,
 }
 
 /// Offered rate over the measured phase, in messages per second. The warm-up runs at the
