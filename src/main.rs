@@ -1,15 +1,34 @@
 //! `brokerbench`: benchmark and conformance harness for message brokers.
 //!
 //! The binary is thin: it parses arguments, calls the workspace crates and maps outcomes
-//! to exit codes (0 passed, 1 an alert or check failed, 2 the harness could not do its job).
+//! to exit codes.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod broker;
+mod embedded;
+mod run;
+mod scenarios;
+
+/// Exit codes, as DESIGN.md defines them.
+mod exit {
+    use std::process::ExitCode;
+    /// Everything passed.
+    pub const PASSED: ExitCode = ExitCode::SUCCESS;
+    /// The harness could not do its job: bad scenario, unreachable broker, interrupted
+    /// run, internal error. (1, an alert or a conformance failure, has no producer yet.)
+    pub fn harness_failure() -> ExitCode {
+        ExitCode::from(2)
+    }
+}
 
 /// Benchmark and conformance harness for message brokers.
+///
+/// Exit codes: 0 everything passed; 1 an alert at the failing severity fired or a
+/// conformance check failed; 2 the harness could not do its job (bad scenario,
+/// unreachable broker, interrupted run, internal error).
 #[derive(Debug, Parser)]
 #[command(name = "brokerbench", version, propagate_version = true)]
 struct Cli {
@@ -19,6 +38,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a scenario against a broker and write a run record.
+    Run(run::Args),
+    /// List the built-in scenarios, or print one.
+    Scenarios(scenarios::Args),
     /// Run the reference broker in the foreground (same flags as `reference-broker`).
     Broker(broker::Args),
 }
@@ -27,5 +50,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Broker(args) => broker::main(&args),
+        Command::Scenarios(args) => report(scenarios::main(&args)),
+        Command::Run(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => return report(Err(err.into())),
+            };
+            report(runtime.block_on(run::main(args)))
+        }
+    }
+}
+
+/// Prints an error with its whole cause chain and maps it to exit code 2.
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            exit::harness_failure()
+        }
     }
 }

@@ -1,1 +1,50 @@
-//! Backends: one `Backend` abstraction over the reference broker, NATS, JetStream, RabbitMQ, Redis Streams and Kafka.
+//! Backends: one [`Backend`] abstraction over the reference broker, NATS, JetStream,
+//! RabbitMQ, Redis Streams and Kafka, so one scenario runs unchanged against each.
+//!
+//! A backend is chosen at run time ([`connect`] returns a `Box<dyn Backend>`). It makes
+//! [`Producer`]s, whose [`publish`](Producer::publish) resolves to a [`PublishOutcome`]
+//! (ok, failed, unknown) once the broker confirmed or the timeout passed, and ready
+//! [`Subscription`]s, which are `Stream`s of [`Delivery`]s. [`Backend::capabilities`]
+//! says what the broker can do, so a scenario asking for more fails before the run with a
+//! message naming what is missing.
+//!
+//! Built so far: [`BackendKind::Reference`] ([`ReferenceBackend`]) and the in-process
+//! [`BackendKind::Null`] ([`NullBackend`]); the other kinds return an
+//! [`ErrorKind::Unsupported`] error from [`connect`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), brokerbench_adapters::AdapterError> {
+//! use brokerbench_adapters::{connect, BackendKind, ConnectOptions, PublishRequest, SubscriptionSpec};
+//! use futures::StreamExt;
+//!
+//! let kind = BackendKind::Reference;
+//! let backend = connect(kind, &kind.resolve_url(None), ConnectOptions::new()).await?;
+//! let topic = backend.topic_name("run-1", "chat");
+//! let mut sub = backend.subscribe(SubscriptionSpec::new(topic.as_str())).await?;
+//! let producer = backend.producer().await?;
+//! assert!(producer.publish(PublishRequest::new(topic.as_str(), "hi")).await.is_confirmed());
+//! let delivery = sub.next().await.expect("stream open")?;
+//! assert_eq!(delivery.payload, "hi");
+//! # Ok(()) }
+//! ```
+
+mod backend;
+mod capability;
+mod error;
+mod kind;
+mod net;
+mod null;
+mod publish;
+pub mod reference;
+mod subscription;
+
+pub use backend::{Backend, ConnectOptions, RunTopology, TopicSpec, connect, topic_name};
+pub use capability::{Capabilities, Capability};
+pub use error::{AdapterError, ErrorKind};
+pub use kind::BackendKind;
+pub use null::NullBackend;
+pub use publish::{DeliveryMode, Producer, PublishOutcome, PublishRequest};
+pub use reference::ReferenceBackend;
+pub use subscription::{
+    AckMode, AckToken, Delivery, StartPosition, Subscription, SubscriptionSpec,
+};

@@ -19,7 +19,7 @@ use brokerbench_adapters::{
 use brokerbench_results::recorder::interval_of;
 use brokerbench_results::sequence::Delivery as SeqDelivery;
 use brokerbench_results::{
-    Collector, HistogramError, IntervalSnapshot, LatencySet, Recorder, RunFigures, SequenceSet,
+    Collector, CollectorError, IntervalSnapshot, LatencySet, Recorder, RunFigures, SequenceSet,
     SequenceTracker, snapshot_channel,
 };
 use bytes::Bytes;
@@ -44,8 +44,40 @@ const START_LEAD: Duration = Duration::from_millis(50);
 const LATE_WINDOW: Duration = Duration::from_millis(250);
 /// How often the drain checks whether every expected delivery has arrived.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
-/// Tasks publish their counts for the progress display every this many events.
+/// Tasks publish their counts for the progress display every this many events (and at
+/// least every [`PROGRESS_EVERY`]).
 const PROGRESS_BATCH: u64 = 256;
+/// Longest a task keeps its progress counts to itself.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Counts a task has not yet added to the shared progress counters.
+#[derive(Debug)]
+struct ProgressCount {
+    count: u64,
+    due: Instant,
+}
+
+impl ProgressCount {
+    fn new() -> Self {
+        Self {
+            count: 0,
+            due: Instant::now() + PROGRESS_EVERY,
+        }
+    }
+
+    /// Counts one event, publishing the tally every so often.
+    fn add(&mut self, shared: &AtomicU64, now: Instant) {
+        self.count += 1;
+        if self.count >= PROGRESS_BATCH || now >= self.due {
+            self.flush(shared);
+            self.due = now + PROGRESS_EVERY;
+        }
+    }
+
+    fn flush(&mut self, shared: &AtomicU64) {
+        shared.fetch_add(std::mem::take(&mut self.count), Ordering::Relaxed);
+    }
+}
 
 /// What can stop a run before it starts.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +91,7 @@ pub enum EngineError {
     Plan(String),
     /// The figures could not be computed.
     #[error("cannot compute the run's figures: {0}")]
-    Figures(#[from] HistogramError),
+    Figures(#[from] CollectorError),
     /// The pacer thread could not start.
     #[error("cannot start the pacer thread: {0}")]
     Pacer(#[from] std::io::Error),
@@ -287,7 +319,13 @@ pub async fn run(
                 topic: Some(ti),
                 next_seq: AtomicU64::new(0),
                 confirmed: AtomicU64::new(0),
-                schedule: Some(Schedule::new(&p.rate, plan.warmup, plan.duration, p.burst)),
+                schedule: Some(Schedule::with_phase(
+                    &p.rate,
+                    plan.warmup,
+                    plan.duration,
+                    p.burst,
+                    p.phase,
+                )),
             });
             inboxes.push(
                 wants_receipts
@@ -798,7 +836,7 @@ async fn produce(
         confirmed: SequenceSet::new(),
         unconfirmed: SequenceSet::new(),
     };
-    let mut pending_progress = 0u64;
+    let mut pending_progress = ProgressCount::new();
     let mut payload = Vec::new();
     let mut seq = 0u64;
     'schedule: while let Some(due_ns) = schedule.due_ns(seq) {
@@ -852,10 +890,7 @@ async fn produce(
             &mut pending_progress,
         );
     }
-    shared
-        .live
-        .published
-        .fetch_add(pending_progress, Ordering::Relaxed);
+    pending_progress.flush(&shared.live.published);
     let _ = recorder.finish().await;
     result
 }
@@ -868,7 +903,7 @@ fn settle(
     recorder: &mut Recorder,
     result: &mut ProducerResult,
     (seq, due_ns, sent, outcome): (u64, u64, Instant, PublishOutcome),
-    pending_progress: &mut u64,
+    pending_progress: &mut ProgressCount,
 ) {
     let now = Instant::now();
     let Some(intended) = due_ns.checked_sub(clock.warmup_ns) else {
@@ -882,14 +917,7 @@ fn settle(
             recorder.record_publish_ok(now_ns, intended, sent_ns);
             let _ = result.confirmed.insert(seq);
             info.confirmed.fetch_add(1, Ordering::Relaxed);
-            *pending_progress += 1;
-            if *pending_progress >= PROGRESS_BATCH {
-                shared
-                    .live
-                    .published
-                    .fetch_add(*pending_progress, Ordering::Relaxed);
-                *pending_progress = 0;
-            }
+            pending_progress.add(&shared.live.published, now);
         }
         PublishOutcome::Failed(_) => {
             recorder.record_publish_failed(now_ns, intended, sent_ns);
@@ -914,7 +942,7 @@ struct Replier {
     in_flight:
         FuturesUnordered<futures::future::BoxFuture<'static, (u64, u64, Instant, PublishOutcome)>>,
     payload: Vec<u8>,
-    progress: u64,
+    progress: ProgressCount,
 }
 
 /// A returning subscriber's time away.
@@ -981,9 +1009,9 @@ async fn consume(
         },
         in_flight: FuturesUnordered::new(),
         payload: Vec::new(),
-        progress: 0,
+        progress: ProgressCount::new(),
     });
-    let mut delivered_progress = 0u64;
+    let mut delivered_progress = ProgressCount::new();
     loop {
         let in_flight = replier.as_ref().is_some_and(|r| !r.in_flight.is_empty());
         let goes_offline = !gone_offline && offline_at.is_some();
@@ -1048,14 +1076,7 @@ async fn consume(
             &mut result,
             &mut recorder,
         ) {
-            delivered_progress += 1;
-            if delivered_progress >= PROGRESS_BATCH {
-                shared
-                    .live
-                    .delivered
-                    .fetch_add(delivered_progress, Ordering::Relaxed);
-                delivered_progress = 0;
-            }
+            delivered_progress.add(&shared.live.delivered, delivery.received_at);
             if let Some(r) = replier.as_mut() {
                 for _ in 0..r.plan.count.max(1) {
                     send_receipt(&shared, r, sender, delivery.received_at, &mut recorder).await;
@@ -1063,18 +1084,12 @@ async fn consume(
             }
         }
     }
-    shared
-        .live
-        .delivered
-        .fetch_add(delivered_progress, Ordering::Relaxed);
+    delivered_progress.flush(&shared.live.delivered);
     if let Some(mut r) = replier {
         while let Some(done) = r.in_flight.next().await {
             settle_receipt(&shared, &mut r, &mut recorder, done);
         }
-        shared
-            .live
-            .published
-            .fetch_add(r.progress, Ordering::Relaxed);
+        r.progress.flush(&shared.live.published);
         result.receipts = Some(r.result);
     }
     drop(subscription);

@@ -61,6 +61,10 @@ pub struct ProducerPlan {
     pub keys: Option<KeyDistribution>,
     /// Messages come in bursts of this many with the same due time (1 = evenly spaced).
     pub burst: u32,
+    /// Shift of this producer's schedule. Producers of a group are staggered (producer k
+    /// of a group offering R msgs/s starts k/R later), so the group's load is evenly
+    /// spaced rather than arriving in synchronized clumps.
+    pub phase: Duration,
 }
 
 /// One subscriber: its own connection.

@@ -16,6 +16,7 @@ pub struct Schedule {
     segments: Vec<Segment>,
     end_ns: u64,
     burst: u64,
+    phase_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +32,18 @@ impl Schedule {
     /// The schedule of a producer that warms up for `warmup` at the first rate, then
     /// follows `rate` for `duration`; with bursts of `burst` messages sharing a due time.
     pub fn new(rate: &RateSchedule, warmup: Duration, duration: Duration, burst: u32) -> Self {
+        Self::with_phase(rate, warmup, duration, burst, Duration::ZERO)
+    }
+
+    /// As [`Schedule::new`], with every due time shifted by `phase` (messages that would
+    /// fall after the end are not sent).
+    pub fn with_phase(
+        rate: &RateSchedule,
+        warmup: Duration,
+        duration: Duration,
+        burst: u32,
+        phase: Duration,
+    ) -> Self {
         let burst = u64::from(burst.max(1));
         let mut segments = Vec::new();
         let mut before = 0.0;
@@ -87,6 +100,7 @@ impl Schedule {
             segments,
             end_ns: (end * 1e9) as u64,
             burst,
+            phase_ns: phase.as_nanos() as u64,
         }
     }
 
@@ -107,7 +121,7 @@ impl Schedule {
                     let disc = (seg.from * seg.from + 4.0 * a * k).max(0.0);
                     (disc.sqrt() - seg.from) / (2.0 * a)
                 };
-                let due = ((seg.start_s + t) * 1e9) as u64;
+                let due = ((seg.start_s + t) * 1e9) as u64 + self.phase_ns;
                 return (due < self.end_ns).then_some(due);
             }
         }
@@ -116,7 +130,10 @@ impl Schedule {
 
     /// How many messages are due before `t_ns` (from the start of the warm-up).
     pub fn count_before(&self, t_ns: u64) -> u64 {
-        let t = t_ns as f64 / 1e9;
+        if t_ns <= self.phase_ns {
+            return 0;
+        }
+        let t = (t_ns - self.phase_ns).min(self.end_ns.saturating_sub(self.phase_ns)) as f64 / 1e9;
         let mut bursts = 0.0;
         for seg in &self.segments {
             if t <= seg.start_s {
@@ -206,6 +223,23 @@ mod tests {
         // Due times never go backwards.
         let dues: Vec<u64> = (0..500).map(|i| s.due_ns(i).unwrap()).collect();
         assert!(dues.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn a_phase_shifts_every_due_time_and_cuts_at_the_end() {
+        let s = Schedule::with_phase(
+            &RateSchedule::constant(10.0),
+            Duration::ZERO,
+            S,
+            1,
+            Duration::from_millis(50),
+        );
+        assert_eq!(s.due_ns(0), Some(50_000_000));
+        assert_eq!(s.due_ns(9), Some(950_000_000));
+        assert_eq!(s.due_ns(10), None);
+        assert_eq!(s.count_before(50_000_000), 0);
+        assert_eq!(s.count_before(50_000_001), 1);
+        assert_eq!(s.count_before(2_000_000_000), 10);
     }
 
     #[test]

@@ -26,6 +26,7 @@ fn plan(delivery: DeliveryMode, producers: usize, subscribers: usize, rate: f64)
                     size: SizeDistribution::Fixed(100),
                     keys: None,
                     burst: 1,
+                    phase: Duration::ZERO,
                 })
                 .collect(),
             subscribers: (0..subscribers)

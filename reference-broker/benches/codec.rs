@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the hot path that does not touch sockets: framing a read buffer
 //! into lines, parsing a `send` and rendering the pushed message once.
 
+#![allow(missing_docs)] // criterion_group! and criterion_main! generate undocumented items
+
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use reference_broker::codec::{Frame, LineDecoder};

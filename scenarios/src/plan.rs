@@ -2,6 +2,8 @@
 //! named topics, every "N producers at R msgs/s for the group" into producers with their
 //! own share of the schedule.
 
+use std::time::Duration;
+
 use brokerbench_adapters::{DeliveryMode, StartPosition};
 use brokerbench_bench::plan::{
     DEFAULT_MAX_IN_FLIGHT, Join, KeyDistribution as PlanKeys, Plan, ProducerPlan, RateSchedule,
@@ -90,6 +92,14 @@ fn reply_plan(workload: &Workload) -> Option<ReplyPlan> {
 /// burst schedule the group's burst is dealt out among the producers.
 fn producer_plan(workload: &Workload, index: u64, count: u64) -> ProducerPlan {
     let share = 1.0 / count.max(1) as f64;
+    // Stagger the group's producers so its aggregate load is evenly spaced: producer k
+    // starts k/R after the first (R = the group's initial rate). Bursts stay together.
+    let group_rate = workload.schedule.initial_rate();
+    let phase = match workload.schedule {
+        Schedule::Bursts { .. } => Duration::ZERO,
+        _ if group_rate > 0.0 => Duration::from_secs_f64(index as f64 / group_rate),
+        _ => Duration::ZERO,
+    };
     let (rate, burst) = match &workload.schedule {
         Schedule::Constant { rate } => (RateSchedule::constant(rate * share), 1),
         Schedule::Steps { steps } => (
@@ -145,5 +155,6 @@ fn producer_plan(workload: &Workload, index: u64, count: u64) -> ProducerPlan {
             },
         }),
         burst,
+        phase,
     }
 }

@@ -1,0 +1,285 @@
+//! `brokerbench run`: one scenario, one backend, one run record.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use brokerbench_adapters::{Backend, BackendKind, ConnectOptions};
+use brokerbench_bench::{Phase, Progress, RunOptions};
+use brokerbench_results::{BackendInfo, HostFacts, RunInfo, RunRecord, default_record_path};
+use brokerbench_scenarios::{DEFAULT_SCENARIO, Scenario};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::embedded::EmbeddedBroker;
+use crate::exit;
+
+/// Flags of `brokerbench run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A built-in scenario name (see `brokerbench scenarios`) or a path to a TOML file.
+    #[arg(default_value = DEFAULT_SCENARIO)]
+    scenario: String,
+    /// Broker to run against. Without --url (or its environment variable), `reference`
+    /// starts an embedded reference broker as a child process.
+    #[arg(long, default_value = "reference")]
+    backend: BackendKind,
+    /// Broker endpoint, e.g. tcp://127.0.0.1:7000 (default: the backend's
+    /// BROKERBENCH_<BACKEND>_URL, else its usual localhost address).
+    #[arg(long)]
+    url: Option<String>,
+    /// Total offered rate in msgs/s (e.g. 5000 or 20k/s); scales every workload.
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Length of the measured phase (e.g. 30s, 2m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Where to write the run record [default: results/<UTC time>-<scenario>-<backend>.json].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the run record as JSON on stdout instead of the summary table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    brokerbench_scenarios::parse_rate(text)
+}
+
+/// Where a run's broker lives.
+enum Target {
+    Embedded(Box<EmbeddedBroker>),
+    Remote,
+}
+
+/// Runs the command.
+pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
+    let mut scenario = match Scenario::load(&args.scenario) {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(exit::harness_failure());
+        }
+    };
+    if let Some(rate) = args.rate {
+        scenario = scenario.with_rate(rate)?;
+    }
+    if let Some(duration) = args.duration {
+        scenario = scenario.with_duration(duration)?;
+    }
+
+    let explicit_url = args
+        .url
+        .clone()
+        .or_else(|| args.backend.env_var().and_then(|v| std::env::var(v).ok()));
+    let (target, url) = match (args.backend, explicit_url) {
+        (BackendKind::Reference, None) => {
+            let broker = EmbeddedBroker::start().await?;
+            let url = broker.url().to_string();
+            (Target::Embedded(Box::new(broker)), url)
+        }
+        (kind, url) => (Target::Remote, kind.resolve_url(url.as_deref())),
+    };
+    let backend: Arc<dyn Backend> =
+        match brokerbench_adapters::connect(args.backend, &url, ConnectOptions::new()).await {
+            Ok(b) => Arc::from(b),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return Ok(exit::harness_failure());
+            }
+        };
+    let broker_pid = match &target {
+        Target::Embedded(b) => Some(b.pid()),
+        Target::Remote => None,
+    };
+
+    let run_id = run_id();
+    let plan = scenario.plan(&run_id);
+    let quiet = args.json || !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
+    let cancel = CancellationToken::new();
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    let display = tokio::spawn(show_progress(progress_rx, quiet, scenario.name.clone()));
+    let ctrl_c = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: finishing the run record...");
+                cancel.cancel();
+            }
+        })
+    };
+    eprintln!(
+        "running {} on {} ({}) for {:?} measured (+{:?} warm-up, {:?} drain)",
+        scenario.name, args.backend, url, scenario.duration, scenario.warmup, scenario.drain
+    );
+    let outcome = brokerbench_bench::run(
+        &plan,
+        backend.clone(),
+        RunOptions {
+            broker_pid,
+            cancel: cancel.clone(),
+            progress: Some(progress_tx),
+        },
+    )
+    .await;
+    ctrl_c.abort();
+    let _ = display.await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            eprintln!("error: {err}");
+            if let Target::Embedded(broker) = target {
+                broker.stop().await;
+            }
+            return Ok(exit::harness_failure());
+        }
+    };
+
+    let mut partial = outcome.partial.clone();
+    if let Target::Embedded(mut broker) = target {
+        if let Some(status) = broker.exited() {
+            partial.get_or_insert_with(|| {
+                format!("the embedded broker died during the run ({status})")
+            });
+        }
+        broker.stop().await;
+    }
+    let info = RunInfo {
+        run_id,
+        scenario_name: scenario.name.clone(),
+        scenario: scenario
+            .to_json()
+            .context("cannot serialise the scenario")?,
+        alert_rules: serde_json::to_value(&scenario.alerts)
+            .context("cannot serialise the alert rules")?,
+        backend: BackendInfo {
+            name: args.backend.to_string(),
+            url: Some(url),
+            version: None,
+        },
+        host: HostFacts::detect(env!("CARGO_PKG_VERSION")),
+        started_at: outcome.started_at,
+        ended_at: outcome.ended_at,
+    };
+    let mut record = RunRecord::new(info, outcome.figures);
+    record.notes = outcome.notes;
+    record.figures.correctness.recovered = outcome.recovered;
+    record.figures.correctness.replayed = outcome.replayed;
+    if let Some(reason) = &partial {
+        record.mark_partial(reason.clone());
+    }
+    let path = args.out.clone().unwrap_or_else(|| {
+        default_record_path(
+            std::path::Path::new("results"),
+            record.started_at,
+            &record.scenario_name,
+            &record.backend.name,
+        )
+    });
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    record
+        .write(&path)
+        .with_context(|| format!("cannot write the run record to {}", path.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        print!(
+            "{}",
+            brokerbench_results::render_summary(&record, Some(&path))
+        );
+    }
+    if let Some(reason) = partial {
+        eprintln!("the run is incomplete: {reason}");
+        return Ok(exit::harness_failure());
+    }
+    Ok(exit::PASSED)
+}
+
+/// `<UTC yyyymmddThhmmss>-<4 random hex>`: unique, sortable, safe in every broker's names.
+fn run_id() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}t{:02}{:02}{:02}-{:04x}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        fastrand::u16(..)
+    )
+}
+
+/// A progress bar on a terminal; a plain line every few seconds otherwise.
+async fn show_progress(mut rx: watch::Receiver<Progress>, quiet: bool, scenario: String) {
+    let bar = (!quiet).then(|| {
+        let bar = indicatif::ProgressBar::new(1000);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(scenario.clone());
+        bar
+    });
+    let mut last_line = std::time::Instant::now();
+    while rx.changed().await.is_ok() {
+        let p = rx.borrow_and_update().clone();
+        let line = format!(
+            "{:>5.1}s/{:.0}s {:<7} offered {:>8.0}/s  published {:>8.0}/s  p99 {}  errors {}",
+            p.elapsed.as_secs_f64(),
+            p.total.as_secs_f64(),
+            phase_name(p.phase),
+            p.offered_rate,
+            p.publish_rate,
+            p.p99_us.map_or("-".to_string(), format_us),
+            p.errors
+        );
+        match &bar {
+            Some(bar) => {
+                let done = if p.total.is_zero() {
+                    0
+                } else {
+                    (p.elapsed.as_secs_f64() / p.total.as_secs_f64() * 1000.0) as u64
+                };
+                bar.set_position(done.min(1000));
+                bar.set_message(line);
+            }
+            None => {
+                if last_line.elapsed() >= Duration::from_secs(2) && p.phase != Phase::Setup {
+                    eprintln!("{line}");
+                    last_line = std::time::Instant::now();
+                }
+            }
+        }
+        if p.phase == Phase::Done {
+            break;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Setup => "setup",
+        Phase::Warmup => "warm-up",
+        Phase::Measure => "measure",
+        Phase::Drain => "drain",
+        Phase::Done => "done",
+    }
+}
+
+fn format_us(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.2}ms", us / 1000.0)
+    } else {
+        format!("{us:.0}µs")
+    }
+}
