@@ -35,6 +35,7 @@ mod kind;
 mod net;
 mod null;
 mod publish;
+pub mod faults;
 pub mod reference;
 mod subscription;
 
