@@ -1,0 +1,129 @@
+//! `brokerbench` as a user types it: the real binary, temp dirs, exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn brokerbench(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_brokerbench"))
+        .args(args)
+        .current_dir(dir)
+        .env("CI", "true")
+        .env_remove("BROKERBENCH_REFERENCE_URL")
+        .output()
+        .expect("brokerbench runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every built-in scenario runs against the embedded reference broker (at a reduced rate
+/// and duration) and writes a complete, loss-free run record.
+#[test]
+fn every_builtin_scenario_runs_on_the_embedded_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = brokerbench(&["scenarios"], dir.path());
+    assert!(list.status.success());
+    let names: Vec<String> = text(&list.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    for name in &names {
+        let out = dir.path().join(format!("{name}.json"));
+        // Long enough for offline-catchup's subscriber to drop off and come back.
+        let duration = if name == "offline-catchup" {
+            "5s"
+        } else {
+            "2s"
+        };
+        let run = brokerbench(
+            &[
+                "run",
+                name,
+                "--rate",
+                "300",
+                "--duration",
+                duration,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            dir.path(),
+        );
+        let stderr = text(&run.stderr);
+        assert!(
+            run.status.success(),
+            "{name}: {stderr}\n{}",
+            text(&run.stdout)
+        );
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(record["schema_version"], 1, "{name}");
+        assert_eq!(record["scenario_name"], name.as_str());
+        assert_eq!(record["partial"], false, "{name}: {record:#}");
+        let published = record["volume"]["published"].as_u64().unwrap();
+        let delivered = record["volume"]["delivered"].as_u64().unwrap();
+        assert!(
+            published > 0 && delivered > 0,
+            "{name}: {}",
+            record["volume"]
+        );
+        assert_eq!(
+            record["correctness"]["lost"], 0,
+            "{name}: {}",
+            record["correctness"]
+        );
+        assert_eq!(record["correctness"]["phantom"], 0, "{name}");
+        assert!(record["latency"]["e2e"]["p99_us"].as_f64().unwrap() > 0.0);
+        assert!(record["histograms"]["e2e"].as_str().unwrap().len() > 10);
+        assert!(!record["intervals"].as_array().unwrap().is_empty());
+        assert!(
+            text(&run.stdout).contains("latency"),
+            "{name}: summary missing"
+        );
+    }
+}
+
+#[test]
+fn a_broken_scenario_file_is_reported_with_its_line_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "name = \"bad\"\ndescription = \"x\"\nduration = \"2s\"\n\n[[workload]]\nname = \"w\"\ntopics = 1\nproducers_per_topic = 1\nsubscribers_per_topic = 1\ndelivery = \"sometimes\"\nsize = 100\nrate = 10\n",
+    )
+    .unwrap();
+    let run = brokerbench(&["run", file.to_str().unwrap()], dir.path());
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = text(&run.stderr);
+    assert!(stderr.contains("bad.toml:10"), "{stderr}");
+    assert!(stderr.contains("delivery"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_broker_is_named_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("tcp://127.0.0.1:{port}");
+    let run = brokerbench(
+        &["run", "--backend", "reference", "--url", &url],
+        dir.path(),
+    );
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = text(&run.stderr);
+    assert!(
+        stderr.contains(&url) && stderr.contains("refused"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_scenario_lists_the_builtins() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = brokerbench(&["run", "no-such-scenario"], dir.path());
+    assert_eq!(run.status.code(), Some(2));
+    assert!(text(&run.stderr).contains("group-chat"));
+}
