@@ -139,7 +139,7 @@ pub fn main(args: &BrokerArgs) -> ExitCode {
 async fn serve(args: &BrokerArgs) -> ExitCode {
     raise_open_files_limit();
     let addr = args.addr();
-    let listener = match tokio::net::TcpListener::bind(addr).await {
+    let listener = match listen(addr) {
         Ok(listener) => listener,
         Err(err) => {
             eprintln!("reference-broker: cannot listen on {addr}: {err}");
@@ -158,6 +158,25 @@ async fn serve(args: &BrokerArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Pending connections the kernel may queue before `accept`: thousands of clients
+/// connecting at once must not have their SYNs dropped (the usual default is 128).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with address reuse and a [`LISTEN_BACKLOG`]-deep accept queue.
+///
+/// # Errors
+///
+/// When the address cannot be bound (in use, not local, no permission).
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
