@@ -31,11 +31,11 @@
 mod backend;
 mod capability;
 mod error;
+pub mod faults;
 mod kind;
 mod net;
 mod null;
 mod publish;
-pub mod faults;
 pub mod reference;
 mod subscription;
 
