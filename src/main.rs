@@ -3,6 +3,8 @@
 //! The binary is thin: it parses arguments, calls the workspace crates and maps outcomes
 //! to exit codes.
 
+#![allow(rustdoc::invalid_html_tags)] // clap help texts use <PLACEHOLDERS>, which rustdoc reads as HTML
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
