@@ -248,6 +248,10 @@ impl Collector {
         }
         let mut intervals = Vec::new();
         let mut totals = Counters::default();
+        // What completed inside the measured phase: the basis of the achieved rates, so a
+        // run whose publishes only complete in the drain shows as saturated.
+        let mut in_phase = Counters::default();
+        let measured_intervals = measured.as_secs() + u64::from(measured.subsec_nanos() > 0);
         let (mut offered, mut lost) = (0u64, 0u64);
         let mut unavailable_intervals = 0u64;
         let (mut cpu_sum, mut cpu_samples, mut cpu_max) = (0.0f64, 0u64, None::<f64>);
@@ -268,6 +272,9 @@ impl Collector {
             let sealed = state.sealed.as_ref().unwrap_or(&empty);
             let c = state.counters;
             totals.add(&c);
+            if index < measured_intervals {
+                in_phase.add(&c);
+            }
             offered += state.offered;
             lost += state.lost;
 
@@ -315,7 +322,8 @@ impl Collector {
                 delivery: delivery_availability(totals.delivered, lost, totals.late),
                 unavailable_intervals,
             },
-            volume: VolumeFigures::new(&totals, offered, duration_s),
+            volume: VolumeFigures::new(&totals, offered, duration_s)
+                .with_rates_from(&in_phase, duration_s),
             correctness: CorrectnessFigures::new(&totals, lost),
             compute: ComputeFigures {
                 cpu_percent: (cpu_samples > 0).then(|| cpu_sum / cpu_samples as f64),

@@ -238,6 +238,26 @@ impl VolumeFigures {
             saturated: crate::collector::is_saturated(offered_rate, achieved_publish_rate),
         }
     }
+
+    /// The same counts, with the achieved rates (and `saturated`) taken from `in_phase`,
+    /// the counters of what completed within the measured phase: publishes and deliveries
+    /// that only complete during the drain still count in `published` and `delivered`,
+    /// but not in the rates.
+    #[must_use]
+    pub fn with_rates_from(mut self, in_phase: &Counters, duration_s: f64) -> Self {
+        let rate = |n: u64| {
+            if duration_s > 0.0 {
+                n as f64 / duration_s
+            } else {
+                0.0
+            }
+        };
+        self.achieved_publish_rate = rate(in_phase.published);
+        self.achieved_delivery_rate = rate(in_phase.delivered);
+        self.saturated =
+            crate::collector::is_saturated(self.offered_rate, self.achieved_publish_rate);
+        self
+    }
 }
 
 /// Correctness counters.

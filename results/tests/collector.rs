@@ -223,3 +223,28 @@ fn absurd_interval_is_an_error_not_a_hang() {
         brokerbench_results::CollectorError::IntervalOutOfRange { .. }
     ));
 }
+
+/// Publishes that only complete during the drain count, but not in the achieved rate:
+/// a producer that fell behind shows as saturated.
+#[tokio::test]
+async fn completions_in_the_drain_do_not_inflate_the_achieved_rate() {
+    use brokerbench_results::{Collector, Recorder, snapshot_channel};
+    use std::time::Duration;
+    let (tx, mut rx) = snapshot_channel();
+    let mut recorder = Recorder::new(tx);
+    // 2 s measured at 100 msgs/s offered; 100 confirmed in the phase, 100 in the drain.
+    for i in 0..200u64 {
+        let now = 10_000_000 * i + if i < 100 { 0 } else { 1_500_000_000 };
+        recorder.record_publish_ok(now, 10_000_000 * i, 10_000_000 * i);
+    }
+    recorder.finish().await.unwrap();
+    let mut collector = Collector::new();
+    collector.record_offered(0, 100);
+    collector.record_offered(1, 100);
+    collector.collect(&mut rx).await;
+    let figures = collector.finish(Duration::from_secs(2)).unwrap();
+    assert_eq!(figures.volume.published, 200);
+    assert_eq!(figures.volume.offered_rate, 100.0);
+    assert_eq!(figures.volume.achieved_publish_rate, 50.0);
+    assert!(figures.volume.saturated);
+}

@@ -264,7 +264,7 @@ fn summary_renders_expected_rows() {
         "availability   publish 99.950 %   delivery 99.950 %   unavailable intervals 2 of 3"
     ));
     assert!(text.contains(
-        "volume         offered 1000.5/s   published 1000.0/s   delivered 1000.0/s   saturated no"
+        "volume         offered 1000.5/s   published 1000.0/s   delivered 999.5/s   saturated no"
     ));
     assert!(
         text.contains("correctness    lost 1   duplicated 1   reordered 0   phantom 0   late 0")
