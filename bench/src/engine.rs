@@ -7,8 +7,8 @@
 //! Each task records into its own [`Recorder`]; the collector task merges the 1-second
 //! intervals and samples the broker's CPU and memory.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use brokerbench_adapters::{
@@ -25,7 +25,6 @@ use brokerbench_results::{
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use parking_lot::Mutex;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -242,7 +241,8 @@ struct Shared {
     run_tag: u32,
     producers: Vec<ProducerInfo>,
     live: Live,
-    clock: Mutex<Option<Clock>>,
+    /// Set once when the clock starts; read lock-free on every delivery.
+    clock: OnceLock<Clock>,
     max_in_flight: usize,
     /// Inbox topic per original producer id (receipts); empty when no receipts.
     inboxes: Vec<Option<Arc<str>>>,
@@ -254,7 +254,7 @@ struct Shared {
 
 impl Shared {
     fn clock(&self) -> Clock {
-        self.clock.lock().unwrap_or_else(|| Clock {
+        self.clock.get().copied().unwrap_or_else(|| Clock {
             epoch: Instant::now(),
             warmup_ns: 0,
             deadline: Instant::now() + Duration::from_secs(3600),
@@ -381,7 +381,7 @@ pub async fn run(
             delivered_per_topic: (0..topic_count).map(|_| AtomicU64::new(0)).collect(),
             ..Live::default()
         },
-        clock: Mutex::new(None),
+        clock: OnceLock::new(),
         max_in_flight: plan.max_in_flight.max(1),
         inboxes,
         started: AtomicBool::new(false),
@@ -526,7 +526,7 @@ async fn run_prepared(
         warmup_ns: plan.warmup.as_nanos() as u64,
         deadline: send_end + plan.drain,
     };
-    *shared.clock.lock() = Some(clock);
+    let _ = shared.clock.set(clock);
     shared.started.store(true, Ordering::Release);
 
     let stop_producers = options.cancel.child_token();
