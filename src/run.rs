@@ -71,17 +71,20 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         scenario = scenario.with_duration(duration)?;
     }
 
-    let explicit_url = args
-        .url
-        .clone()
-        .or_else(|| args.backend.env_var().and_then(|v| std::env::var(v).ok()));
-    let (target, url) = match (args.backend, explicit_url) {
-        (BackendKind::Reference, None) => {
+    // The environment is read once; the adapter crate's resolution rules apply to it.
+    let from_env = args.backend.env_var().and_then(|v| std::env::var(v).ok());
+    let configured =
+        args.url.is_some() || from_env.as_deref().is_some_and(|u| !u.trim().is_empty());
+    let (target, url) = match args.backend {
+        BackendKind::Reference if !configured => {
             let broker = EmbeddedBroker::start().await?;
             let url = broker.url().to_string();
             (Target::Embedded(Box::new(broker)), url)
         }
-        (kind, url) => (Target::Remote, kind.resolve_url(url.as_deref())),
+        kind => (
+            Target::Remote,
+            kind.resolve_url_with(args.url.as_deref(), |_| from_env),
+        ),
     };
     let backend: Arc<dyn Backend> =
         match brokerbench_adapters::connect(args.backend, &url, ConnectOptions::new()).await {

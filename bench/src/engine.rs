@@ -250,6 +250,8 @@ struct Shared {
     started: AtomicBool,
     /// Topics of the plan; receipt inboxes come after them.
     scheduled_topics: usize,
+    /// Producer ids of each topic of the plan.
+    topic_producers: Vec<Vec<u32>>,
 }
 
 impl Shared {
@@ -364,7 +366,7 @@ pub async fn run(
     for (topic, name) in plan.topics.iter().zip(&topic_names) {
         let mut spec = TopicSpec::new(name.to_string());
         if topic.delivery == DeliveryMode::One {
-            spec = spec.group(format!("{}.workers", topic.name));
+            spec = spec.group(group_name(&topic.name));
         }
         topology = topology.topic(spec);
     }
@@ -374,6 +376,12 @@ pub async fn run(
     backend.prepare(&topology).await?;
 
     let topic_count = plan.topics.len() + inbox_topics.len();
+    let mut topic_producers = vec![Vec::new(); plan.topics.len()];
+    for (id, p) in producers.iter().enumerate() {
+        if let Some(t) = p.topic {
+            topic_producers[t].push(id as u32);
+        }
+    }
     let shared = Arc::new(Shared {
         run_tag,
         producers,
@@ -386,6 +394,7 @@ pub async fn run(
         inboxes,
         started: AtomicBool::new(false),
         scheduled_topics: plan.topics.len(),
+        topic_producers,
     });
 
     let outcome = run_prepared(
@@ -450,7 +459,6 @@ async fn run_prepared(
     )
     .await;
     let mut consumers = Vec::new();
-    let mut receipt_producers = Vec::new();
     for ((ti, si, spec), subscription) in start_subs.iter().zip(ready) {
         let subscription = subscription?;
         let sub = &plan.topics[*ti].subscribers[*si];
@@ -469,7 +477,6 @@ async fn run_prepared(
         let reply = match (sub.reply, reply_ids[*ti][*si]) {
             (Some(plan), Some(id)) => {
                 let producer = backend.producer().await?;
-                receipt_producers.push(id);
                 Some((plan, id, producer))
             }
             _ => None,
@@ -556,13 +563,6 @@ async fn run_prepared(
                 let shared = shared.clone();
                 let recorder = Recorder::new(snapshots.clone());
                 let stop = stop_consumers.clone();
-                let producer_ids: Vec<u32> = shared
-                    .producers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.topic == Some(ti))
-                    .map(|(id, _)| id as u32)
-                    .collect();
                 let reply = sub.reply.zip(reply_ids[ti][si]);
                 let ack = sub.ack;
                 consumers.push(tokio::spawn(async move {
@@ -580,7 +580,7 @@ async fn run_prepared(
                     };
                     // Eligible for everything its topic's producers send from now on.
                     let mut first = vec![0; shared.producers.len()];
-                    for id in producer_ids {
+                    for &id in &shared.topic_producers[ti] {
                         first[id as usize] = shared.producers[id as usize]
                             .next_seq
                             .load(Ordering::Acquire);
@@ -762,12 +762,17 @@ fn subscription_spec(
 ) -> SubscriptionSpec {
     let mut spec = SubscriptionSpec::new(name.clone()).start(start);
     if delivery == DeliveryMode::One {
-        spec = spec.group(format!("{scenario_name}.workers"));
+        spec = spec.group(group_name(scenario_name));
     }
     if ack {
         spec = spec.ack(AckMode::Manual);
     }
     spec
+}
+
+/// The consumer group shared by the competing consumers of a `one` topic.
+fn group_name(topic: &str) -> String {
+    format!("{topic}.workers")
 }
 
 /// A 32-bit tag of the run id, carried in every envelope.
@@ -782,11 +787,13 @@ fn run_tag(run_id: &str) -> u32 {
 fn expected_deliveries(plan: &Plan, shared: &Shared) -> Vec<u64> {
     let mut expected = vec![0u64; shared.live.delivered_per_topic.len()];
     for (ti, topic) in plan.topics.iter().enumerate() {
-        let confirmed: u64 = shared
-            .producers
+        let confirmed: u64 = shared.topic_producers[ti]
             .iter()
-            .filter(|p| p.topic == Some(ti))
-            .map(|p| p.confirmed.load(Ordering::Relaxed))
+            .map(|&id| {
+                shared.producers[id as usize]
+                    .confirmed
+                    .load(Ordering::Relaxed)
+            })
             .sum();
         let at_start = topic
             .subscribers
@@ -837,7 +844,6 @@ async fn produce(
         unconfirmed: SequenceSet::new(),
     };
     let mut pending_progress = ProgressCount::new();
-    let mut payload = Vec::new();
     let mut seq = 0u64;
     'schedule: while let Some(due_ns) = schedule.due_ns(seq) {
         let due = clock.epoch + Duration::from_nanos(due_ns);
@@ -866,9 +872,10 @@ async fn produce(
             intended_ns: due_ns,
             sent_ns: clock.since_epoch(sent),
         };
-        payload.clear();
-        envelope.encode_into(plan.size.sample(&mut rng).max(HEADER_LEN), &mut payload);
-        let mut request = PublishRequest::new(topic.clone(), Bytes::copy_from_slice(&payload))
+        let size = plan.size.sample(&mut rng).max(HEADER_LEN);
+        let mut payload = Vec::with_capacity(size);
+        envelope.encode_into(size, &mut payload);
+        let mut request = PublishRequest::new(topic.clone(), Bytes::from(payload))
             .delivery(delivery)
             .cache(cache);
         if let Some(k) = &plan.keys {
@@ -941,7 +948,6 @@ struct Replier {
     result: ProducerResult,
     in_flight:
         FuturesUnordered<futures::future::BoxFuture<'static, (u64, u64, Instant, PublishOutcome)>>,
-    payload: Vec<u8>,
     progress: ProgressCount,
 }
 
@@ -1008,7 +1014,6 @@ async fn consume(
             unconfirmed: SequenceSet::new(),
         },
         in_flight: FuturesUnordered::new(),
-        payload: Vec::new(),
         progress: ProgressCount::new(),
     });
     let mut delivered_progress = ProgressCount::new();
@@ -1188,9 +1193,7 @@ async fn send_receipt(
         intended_ns,
         sent_ns: clock.since_epoch(sent),
     };
-    r.payload.clear();
-    envelope.encode_into(r.plan.size, &mut r.payload);
-    let request = PublishRequest::new(inbox.clone(), Bytes::copy_from_slice(&r.payload));
+    let request = PublishRequest::new(inbox.clone(), Bytes::from(envelope.encode(r.plan.size)));
     let seq = r.seq;
     r.seq += 1;
     shared.producers[r.id as usize]
@@ -1234,7 +1237,15 @@ fn account(
     collector: &mut Collector,
     notes: &mut Vec<String>,
 ) -> (u64, u64) {
-    let by_id = |id: u32| producers.iter().find(|p| p.id == id);
+    let mut sent_by_id: Vec<Option<&ProducerResult>> = vec![None; shared.producers.len()];
+    for p in producers {
+        sent_by_id[p.id as usize] = Some(p);
+    }
+    let mut subs_by_topic: Vec<Vec<&ConsumerResult>> =
+        vec![Vec::new(); plan.topics.len() + inbox_topics.len()];
+    for c in consumers.iter().filter(|c| c.joined) {
+        subs_by_topic[c.topic].push(c);
+    }
     let warmup_ns = plan.warmup.as_nanos() as u64;
     let interval_for = |id: u32, seq: u64| -> u64 {
         shared.producers[id as usize]
@@ -1248,50 +1259,19 @@ fn account(
     };
     let mut recovered = 0u64;
     let mut replayed = 0u64;
-    let topic_count = plan.topics.len() + inbox_topics.len();
-    for ti in 0..topic_count {
-        let (delivery, topic_producers): (DeliveryMode, Vec<u32>) = if ti < plan.topics.len() {
-            (
-                plan.topics[ti].delivery,
-                shared
-                    .producers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.topic == Some(ti))
-                    .map(|(id, _)| id as u32)
-                    .collect(),
-            )
-        } else {
-            // An inbox gets the receipts of every replier.
-            (
-                DeliveryMode::All,
-                shared
-                    .producers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.topic.is_none())
-                    .map(|(id, _)| id as u32)
-                    .collect(),
-            )
-        };
-        let subs: Vec<&ConsumerResult> = consumers
-            .iter()
-            .filter(|c| c.topic == ti && c.joined)
-            .collect();
+    for (ti, topic) in plan.topics.iter().enumerate() {
+        let subs = &subs_by_topic[ti];
         if subs.is_empty() {
             continue;
         }
-        for &pid in &topic_producers {
-            let Some(sent) = by_id(pid) else { continue };
-            // Receipts to one inbox come from every replier but only answer that
-            // inbox's producer: expected = what each replier confirmed *to this inbox*,
-            // which the envelope does not say, so inboxes count delivered vs. confirmed.
-            if ti >= plan.topics.len() {
+        replayed += subs.iter().map(|s| s.replayed).sum::<u64>();
+        for &pid in &shared.topic_producers[ti] {
+            let Some(sent) = sent_by_id[pid as usize] else {
                 continue;
-            }
-            match delivery {
+            };
+            match topic.delivery {
                 DeliveryMode::All => {
-                    for sub in &subs {
+                    for sub in subs {
                         let first = sub.first_eligible.get(pid as usize).copied().unwrap_or(0);
                         let received = sub.tracker.received(u64::from(pid));
                         for seq in sent.confirmed.iter().filter(|s| *s >= first) {
@@ -1305,7 +1285,7 @@ fn account(
                 DeliveryMode::One => {
                     let mut union = SequenceSet::new();
                     let mut total = 0u64;
-                    for sub in &subs {
+                    for sub in subs {
                         let received = sub.tracker.received(u64::from(pid));
                         total += received.len();
                         union.union_with(received);
@@ -1323,15 +1303,13 @@ fn account(
                 }
             }
         }
-        for sub in &subs {
-            replayed += sub.replayed;
-        }
     }
     // Receipts: every confirmed receipt should reach exactly one inbox.
     if !inbox_topics.is_empty() {
-        let inbox_subs: Vec<&ConsumerResult> = consumers
+        let inbox_subs: Vec<&ConsumerResult> = subs_by_topic[plan.topics.len()..]
             .iter()
-            .filter(|c| c.topic >= plan.topics.len())
+            .flatten()
+            .copied()
             .collect();
         for sent in producers
             .iter()

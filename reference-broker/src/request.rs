@@ -112,10 +112,42 @@ impl Field {
         }
     }
 
-    fn bit(self) -> u16 {
+    const fn bit(self) -> u16 {
         1 << (self as u8)
     }
+
+    /// The bits of `fields`, for the per-command sets of allowed keys.
+    const fn mask(fields: &[Field]) -> u16 {
+        let mut mask = 0;
+        let mut i = 0;
+        while i < fields.len() {
+            mask |= fields[i].bit();
+            i += 1;
+        }
+        mask
+    }
 }
+
+/// Keys each command allows, computed once at compile time.
+const SUBSCRIBE_KEYS: u16 = Field::mask(&[
+    Field::Command,
+    Field::Topic,
+    Field::LastSeen,
+    Field::Cache,
+    Field::Ack,
+]);
+const UNSUBSCRIBE_KEYS: u16 = Field::mask(&[Field::Command, Field::Topic]);
+const SEND_KEYS: u16 = Field::mask(&[
+    Field::Command,
+    Field::Topic,
+    Field::Msg,
+    Field::Delivery,
+    Field::Cache,
+    Field::Key,
+    Field::Id,
+]);
+const ACK_KEYS: u16 = Field::mask(&[Field::Command, Field::Topic, Field::Index]);
+const STATS_KEYS: u16 = Field::mask(&[Field::Command]);
 
 /// A `subscribe` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,27 +282,23 @@ struct RawObject<'a> {
 }
 
 impl<'a> RawObject<'a> {
-    fn has_only(&self, allowed: &[Field]) -> bool {
-        let allowed = allowed.iter().fold(0, |acc, f| acc | f.bit());
+    fn has_only(&self, allowed: u16) -> bool {
         self.present & !allowed == 0
     }
 
     fn into_request(self) -> Result<Request<'a>, ParseError> {
-        use Field::*;
         let command = self.command.as_deref().ok_or(ParseError::Malformed)?;
         let request = match command {
-            "subscribe" if self.has_only(&[Command, Topic, LastSeen, Cache, Ack]) => {
-                Request::Subscribe(Subscribe {
-                    topic: self.topic.ok_or(ParseError::Malformed)?,
-                    last_seen: self.last_seen.unwrap_or(-1),
-                    cache: self.cache.unwrap_or(true),
-                    ack: self.ack.unwrap_or(false),
-                })
-            }
-            "unsubscribe" if self.has_only(&[Command, Topic]) => Request::Unsubscribe {
+            "subscribe" if self.has_only(SUBSCRIBE_KEYS) => Request::Subscribe(Subscribe {
+                topic: self.topic.ok_or(ParseError::Malformed)?,
+                last_seen: self.last_seen.unwrap_or(-1),
+                cache: self.cache.unwrap_or(true),
+                ack: self.ack.unwrap_or(false),
+            }),
+            "unsubscribe" if self.has_only(UNSUBSCRIBE_KEYS) => Request::Unsubscribe {
                 topic: self.topic.ok_or(ParseError::Malformed)?,
             },
-            "send" if self.has_only(&[Command, Topic, Msg, Delivery, Cache, Key, Id]) => {
+            "send" if self.has_only(SEND_KEYS) => {
                 let delivery = match self.delivery.as_deref() {
                     Some("all") => self::Delivery::All,
                     Some("one") => self::Delivery::One,
@@ -286,7 +314,7 @@ impl<'a> RawObject<'a> {
                     order: self.order,
                 })
             }
-            "ack" | "nack" if self.has_only(&[Command, Topic, Index]) => {
+            "ack" | "nack" if self.has_only(ACK_KEYS) => {
                 let topic = self.topic.ok_or(ParseError::Malformed)?;
                 let index = self.index.ok_or(ParseError::Malformed)?;
                 if command == "ack" {
@@ -295,7 +323,7 @@ impl<'a> RawObject<'a> {
                     Request::Nack { topic, index }
                 }
             }
-            "stats" if self.has_only(&[Command]) => Request::Stats,
+            "stats" if self.has_only(STATS_KEYS) => Request::Stats,
             _ => return Err(ParseError::Malformed),
         };
         Ok(request)

@@ -182,6 +182,38 @@ struct Shard {
     counters: Counters,
 }
 
+impl Shard {
+    /// The shard's topics, and a delivery context over its counters and deadlines.
+    fn split<'a>(
+        &'a mut self,
+        broker: &'a Broker,
+        dead: &'a mut Vec<DeadLetter>,
+        now: Instant,
+    ) -> (&'a mut FxHashMap<Arc<str>, Topic>, Ctx<'a>) {
+        let ctx = Ctx {
+            config: &broker.config,
+            counters: &mut self.counters,
+            deadlines: &mut self.deadlines,
+            slow: &broker.slow_consumers,
+            dead,
+            now,
+        };
+        (&mut self.topics, ctx)
+    }
+}
+
+/// The topic called `name`, created if it does not exist yet (without allocating the name
+/// when it does).
+fn topic_mut<'a>(topics: &'a mut FxHashMap<Arc<str>, Topic>, name: &str) -> &'a mut Topic {
+    if !topics.contains_key(name) {
+        let name: Arc<str> = name.into();
+        topics.insert(name.clone(), Topic::new(name));
+    }
+    topics
+        .get_mut(name)
+        .unwrap_or_else(|| unreachable!("inserted just above"))
+}
+
 /// The broker's counters, as reported by the `stats` extension.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
@@ -303,7 +335,7 @@ impl Ctx<'_> {
         for i in 0..topic.subscribers.len() {
             let sub = &topic.subscribers[i];
             let (conn, ack) = (sub.conn, sub.ack);
-            if self.offer(&sub.out.clone(), msg.line.clone()) && ack {
+            if self.offer(&sub.out, msg.line.clone()) && ack {
                 self.track(topic, conn, msg, 1);
             }
         }
@@ -336,8 +368,8 @@ impl Ctx<'_> {
                 if excluded != (pass == 1) || sub.out.is_closing() {
                     continue;
                 }
-                let (conn, ack, out) = (sub.conn, sub.ack, sub.out.clone());
-                if self.offer(&out, line.clone()) {
+                let (conn, ack) = (sub.conn, sub.ack);
+                if self.offer(&sub.out, line.clone()) {
                     if attempt > 1 {
                         self.counters.redelivered += 1;
                     }
@@ -352,6 +384,21 @@ impl Ctx<'_> {
             }
         }
         false
+    }
+
+    /// Delivers a new message by its mode; a `"one"` message nobody took, and every
+    /// `"all"` message, is then cached unless `cache` is false.
+    fn distribute(&mut self, topic: &mut Topic, msg: Message, key: Option<&str>, cache: bool) {
+        let taken = match msg.delivery {
+            Delivery::All => {
+                self.deliver_all(topic, &msg);
+                false
+            }
+            Delivery::One => self.deliver_one(topic, &msg, 1, key, None),
+        };
+        if !taken && cache {
+            self.cache(topic, Cached { msg, attempts: 0 });
+        }
     }
 
     /// Delivers a message again after attempt `attempt` was not acknowledged by `from`,
@@ -378,8 +425,8 @@ impl Ctx<'_> {
                 let Some(sub) = topic.subscribers.iter().find(|s| s.conn == from) else {
                     return;
                 };
-                let (ack, out) = (sub.ack, sub.out.clone());
-                if self.offer(&out, msg.line_for_attempt(next)) {
+                let ack = sub.ack;
+                if self.offer(&sub.out, msg.line_for_attempt(next)) {
                     self.counters.redelivered += 1;
                     if ack {
                         self.track(topic, from, &msg, next);
@@ -492,29 +539,8 @@ impl Broker {
         let mut dead = Vec::new();
         let result = {
             let mut guard = self.shard_of(name).lock();
-            let Shard {
-                topics,
-                deadlines,
-                counters,
-            } = &mut *guard;
-            let topic = match topics.get_mut(name) {
-                Some(topic) => topic,
-                None => {
-                    let name: Arc<str> = name.into();
-                    topics
-                        .entry(name.clone())
-                        .or_insert_with(|| Topic::new(name))
-                }
-            };
-            let mut ctx = Ctx {
-                config: &self.config,
-                counters,
-                deadlines,
-                slow: &self.slow_consumers,
-                dead: &mut dead,
-                now: Instant::now(),
-            };
-            f(topic, &mut ctx)
+            let (topics, mut ctx) = guard.split(self, &mut dead, Instant::now());
+            f(topic_mut(topics, name), &mut ctx)
         };
         self.publish_dead_letters(dead);
         result
@@ -525,15 +551,8 @@ impl Broker {
             let mut more = Vec::new();
             {
                 let mut guard = self.shard_of(&letter.topic).lock();
-                let Shard {
-                    topics,
-                    deadlines,
-                    counters,
-                } = &mut *guard;
-                let name: Arc<str> = letter.topic.as_str().into();
-                let topic = topics
-                    .entry(name.clone())
-                    .or_insert_with(|| Topic::new(name));
+                let (topics, mut ctx) = guard.split(self, &mut more, Instant::now());
+                let topic = topic_mut(topics, &letter.topic);
                 let index = topic.next_index;
                 topic.next_index += 1;
                 let mut line = letter.body;
@@ -550,24 +569,7 @@ impl Broker {
                         body_end,
                     },
                 };
-                let mut ctx = Ctx {
-                    config: &self.config,
-                    counters,
-                    deadlines,
-                    slow: &self.slow_consumers,
-                    dead: &mut more,
-                    now: Instant::now(),
-                };
-                let taken = match msg.delivery {
-                    Delivery::All => {
-                        ctx.deliver_all(topic, &msg);
-                        false
-                    }
-                    Delivery::One => ctx.deliver_one(topic, &msg, 1, None, None),
-                };
-                if !taken {
-                    ctx.cache(topic, Cached { msg, attempts: 0 });
-                }
+                ctx.distribute(topic, msg, None, true);
             }
             queue.append(&mut more);
         }
@@ -594,16 +596,7 @@ impl Broker {
                 line: Bytes::from(line),
                 layout,
             };
-            let taken = match send.delivery {
-                Delivery::All => {
-                    ctx.deliver_all(topic, &msg);
-                    false
-                }
-                Delivery::One => ctx.deliver_one(topic, &msg, 1, send.key.as_deref(), None),
-            };
-            if !taken && send.cache != Some(false) {
-                ctx.cache(topic, Cached { msg, attempts: 0 });
-            }
+            ctx.distribute(topic, msg, send.key.as_deref(), send.cache != Some(false));
             conn.out.offer_static(reply::OK);
         });
     }
@@ -715,23 +708,11 @@ impl Broker {
             let mut dead = Vec::new();
             {
                 let mut guard = shard.lock();
-                let Shard {
-                    topics,
-                    deadlines,
-                    counters,
-                } = &mut *guard;
+                let (topics, mut ctx) = guard.split(self, &mut dead, now);
                 let mut expired = Vec::new();
-                while deadlines.front().is_some_and(|d| d.at <= now) {
-                    expired.extend(deadlines.pop_front());
+                while ctx.deadlines.front().is_some_and(|d| d.at <= now) {
+                    expired.extend(ctx.deadlines.pop_front());
                 }
-                let mut ctx = Ctx {
-                    config: &self.config,
-                    counters,
-                    deadlines,
-                    slow: &self.slow_consumers,
-                    dead: &mut dead,
-                    now,
-                };
                 for deadline in expired {
                     let Some(topic) = topics.get_mut(&deadline.topic) else {
                         continue;

@@ -304,7 +304,7 @@ impl Collector {
                     delivery: delivery_availability(c.delivered, state.lost, c.late),
                     unavailable,
                 },
-                volume: VolumeFigures::new(&c, state.offered, 1.0),
+                volume: VolumeFigures::new(&c, &c, state.offered, 1.0),
                 correctness: CorrectnessFigures::new(&c, state.lost),
                 compute: IntervalCompute {
                     cpu_percent: cpu,
@@ -322,8 +322,7 @@ impl Collector {
                 delivery: delivery_availability(totals.delivered, lost, totals.late),
                 unavailable_intervals,
             },
-            volume: VolumeFigures::new(&totals, offered, duration_s)
-                .with_rates_from(&in_phase, duration_s),
+            volume: VolumeFigures::new(&totals, &in_phase, offered, duration_s),
             correctness: CorrectnessFigures::new(&totals, lost),
             compute: ComputeFigures {
                 cpu_percent: (cpu_samples > 0).then(|| cpu_sum / cpu_samples as f64),

@@ -213,9 +213,12 @@ pub struct VolumeFigures {
 }
 
 impl VolumeFigures {
-    /// Volume figures from counters over `duration_s` seconds (rates are 0 when the
-    /// duration is not positive).
-    pub fn new(counters: &Counters, offered: u64, duration_s: f64) -> Self {
+    /// Volume figures over `duration_s` seconds: counts from `totals`, achieved rates (and
+    /// `saturated`) from `in_phase`, what completed within the measured phase. Publishes
+    /// and deliveries that only complete during the drain count in `published` and
+    /// `delivered`, not in the rates, so a backlog shows as saturation. For one interval
+    /// both are that interval's counters. Rates are 0 when the duration is not positive.
+    pub fn new(totals: &Counters, in_phase: &Counters, offered: u64, duration_s: f64) -> Self {
         let rate = |n: u64| {
             if duration_s > 0.0 {
                 n as f64 / duration_s
@@ -224,39 +227,19 @@ impl VolumeFigures {
             }
         };
         let offered_rate = rate(offered);
-        let achieved_publish_rate = rate(counters.published);
+        let achieved_publish_rate = rate(in_phase.published);
         Self {
             offered,
-            attempted: counters.attempted(),
-            published: counters.published,
-            publish_failed: counters.publish_failed,
-            publish_unknown: counters.publish_unknown,
-            delivered: counters.delivered,
+            attempted: totals.attempted(),
+            published: totals.published,
+            publish_failed: totals.publish_failed,
+            publish_unknown: totals.publish_unknown,
+            delivered: totals.delivered,
             offered_rate,
             achieved_publish_rate,
-            achieved_delivery_rate: rate(counters.delivered),
+            achieved_delivery_rate: rate(in_phase.delivered),
             saturated: crate::collector::is_saturated(offered_rate, achieved_publish_rate),
         }
-    }
-
-    /// The same counts, with the achieved rates (and `saturated`) taken from `in_phase`,
-    /// the counters of what completed within the measured phase: publishes and deliveries
-    /// that only complete during the drain still count in `published` and `delivered`,
-    /// but not in the rates.
-    #[must_use]
-    pub fn with_rates_from(mut self, in_phase: &Counters, duration_s: f64) -> Self {
-        let rate = |n: u64| {
-            if duration_s > 0.0 {
-                n as f64 / duration_s
-            } else {
-                0.0
-            }
-        };
-        self.achieved_publish_rate = rate(in_phase.published);
-        self.achieved_delivery_rate = rate(in_phase.delivered);
-        self.saturated =
-            crate::collector::is_saturated(self.offered_rate, self.achieved_publish_rate);
-        self
     }
 }
 
