@@ -100,11 +100,18 @@ impl BackendKind {
             .unwrap_or_else(|| self.default_url().to_owned())
     }
 
-    /// Whether this crate has a working adapter for the kind yet. [`connect`](crate::connect)
-    /// returns an [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) error for the
-    /// others.
+    /// Whether this build has the kind's adapter (its cargo feature was on).
+    /// [`connect`](crate::connect) returns an
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) error for the others.
     pub fn is_implemented(self) -> bool {
-        matches!(self, BackendKind::Reference | BackendKind::Null)
+        match self {
+            BackendKind::Reference | BackendKind::Null => true,
+            BackendKind::Nats => cfg!(feature = "nats"),
+            BackendKind::Jetstream => cfg!(feature = "jetstream"),
+            BackendKind::Rabbitmq => cfg!(feature = "rabbitmq"),
+            BackendKind::Redis => cfg!(feature = "redis"),
+            BackendKind::Kafka => cfg!(feature = "kafka"),
+        }
     }
 }
 

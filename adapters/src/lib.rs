@@ -8,9 +8,10 @@
 //! says what the broker can do, so a scenario asking for more fails before the run with a
 //! message naming what is missing.
 //!
-//! Built so far: [`BackendKind::Reference`] ([`ReferenceBackend`]) and the in-process
-//! [`BackendKind::Null`] ([`NullBackend`]); the other kinds return an
-//! [`ErrorKind::Unsupported`] error from [`connect`].
+//! Each real broker's adapter is a module behind a cargo feature of the same name, all on
+//! by default: `nats`, `jetstream`, `rabbitmq`, `redis`, `kafka`. A kind whose feature is
+//! off returns an [`ErrorKind::Unsupported`] error from [`connect`]. The reference broker
+//! and the in-process [`BackendKind::Null`] are always built.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), brokerbench_adapters::AdapterError> {
@@ -30,12 +31,23 @@
 
 mod backend;
 mod capability;
+pub mod endpoint;
 mod error;
 pub mod faults;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod kind;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod net;
 mod null;
 mod publish;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
+#[cfg(feature = "redis")]
+pub mod redis_streams;
 pub mod reference;
 mod subscription;
 

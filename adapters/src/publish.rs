@@ -58,8 +58,11 @@ pub struct PublishRequest {
     pub payload: Bytes,
     /// Fan-out or competing consumers.
     pub delivery: DeliveryMode,
-    /// Ordering key: under competing consumers, messages with one key go to one consumer
-    /// (needs [`Capability::KeyOrdering`]).
+    /// Message key. On a backend with [`Capability::KeyOrdering`] messages with one key go
+    /// to one consumer, in order, under competing consumers (Kafka partitions by it). On
+    /// the others the key travels as message metadata where the broker has a place for
+    /// one (a header, a stream field) and orders nothing: a scenario that *depends* on
+    /// per-key order must require the capability itself.
     pub key: Option<String>,
     /// Message id for idempotent publishing: a second publish with the same id inside the
     /// broker's window is not delivered again (needs [`Capability::Dedup`]).
@@ -123,9 +126,6 @@ impl PublishRequest {
             DeliveryMode::All => Capability::FanOut,
             DeliveryMode::One => Capability::Competing,
         });
-        if self.key.is_some() {
-            needed.insert(Capability::KeyOrdering);
-        }
         if self.id.is_some() {
             needed.insert(Capability::Dedup);
         }
@@ -212,7 +212,7 @@ impl Producer {
     /// both do for newly pushed futures).
     ///
     /// A request needing a capability the backend lacks (a key without
-    /// [`Capability::KeyOrdering`], an id without [`Capability::Dedup`], ...) fails at once
+    /// an id without [`Capability::Dedup`], ...) fails at once
     /// without being sent; check [`Backend::capabilities`](crate::Backend::capabilities)
     /// before a run to fail earlier.
     pub fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
@@ -252,17 +252,14 @@ mod tests {
             Capabilities::from(Capability::FanOut)
         );
         let req = req.one().key("k").id("i").cache(false);
+        // A key alone asks for no ordering guarantee.
         assert_eq!(req.delivery, DeliveryMode::One);
         assert_eq!(req.key.as_deref(), Some("k"));
         assert_eq!(req.id.as_deref(), Some("i"));
         assert!(!req.cache);
         assert_eq!(
             req.required_capabilities(),
-            Capabilities::of(&[
-                Capability::Competing,
-                Capability::KeyOrdering,
-                Capability::Dedup
-            ])
+            Capabilities::of(&[Capability::Competing, Capability::Dedup])
         );
     }
 

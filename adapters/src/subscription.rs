@@ -131,6 +131,24 @@ pub(crate) enum AckTokenRepr {
     None,
     /// The broker's message index within the topic (reference broker).
     Index(i64),
+    /// An AMQP delivery tag on the subscription's channel (RabbitMQ).
+    #[cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
+    Tag(u64),
+    /// A stream entry id such as `1700000000000-0` (Redis Streams).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    StreamId(Arc<str>),
+    /// The subject that acknowledges the message when published to (JetStream's reply
+    /// subject).
+    #[cfg_attr(not(feature = "jetstream"), allow(dead_code))]
+    Reply(Arc<str>),
+    /// A partition and offset (Kafka).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    Offset {
+        /// The partition.
+        partition: i32,
+        /// The message's offset in it.
+        offset: i64,
+    },
 }
 
 /// One message as a subscriber received it.

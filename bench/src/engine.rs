@@ -173,9 +173,6 @@ pub fn required_capabilities(plan: &Plan) -> Capabilities {
             DeliveryMode::All => Capability::FanOut,
             DeliveryMode::One => Capability::Competing,
         });
-        if topic.delivery == DeliveryMode::One && topic.producers.iter().any(|p| p.keys.is_some()) {
-            needed.insert(Capability::KeyOrdering);
-        }
         for sub in &topic.subscribers {
             if sub.ack {
                 needed.insert(Capability::AckRedelivery);
