@@ -211,8 +211,8 @@ impl Producer {
     /// poll them in the order they were created (`FuturesUnordered` and `FuturesOrdered`
     /// both do for newly pushed futures).
     ///
-    /// A request needing a capability the backend lacks (a key without
-    /// an id without [`Capability::Dedup`], ...) fails at once
+    /// A request needing a capability the backend lacks (an id without
+    /// [`Capability::Dedup`], `one` without [`Capability::Competing`]) fails at once
     /// without being sent; check [`Backend::capabilities`](crate::Backend::capabilities)
     /// before a run to fail earlier.
     pub fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
