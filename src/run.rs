@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use brokerbench_adapters::{Backend, BackendKind, ConnectOptions};
+use brokerbench_adapters::{Backend, BackendKind, ConnectOptions, endpoint};
 use brokerbench_bench::{Phase, Progress, RunOptions};
 use brokerbench_results::{BackendInfo, HostFacts, RunInfo, RunRecord, default_record_path};
 use brokerbench_scenarios::{DEFAULT_SCENARIO, Scenario};
@@ -29,8 +29,13 @@ pub struct Args {
     backend: BackendKind,
     /// Broker endpoint, e.g. tcp://127.0.0.1:7000 (default: the backend's
     /// BROKERBENCH_<BACKEND>_URL, else its usual localhost address).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "containers")]
     url: Option<String>,
+    /// Start the broker in a Docker container (the project's official image) for this
+    /// run and remove it afterwards. Needs a Docker engine and a build with the
+    /// `containers` feature.
+    #[arg(long)]
+    containers: bool,
     /// Total offered rate in msgs/s (e.g. 5000 or 20k/s); scales every workload.
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
@@ -52,7 +57,11 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 /// Where a run's broker lives.
 enum Target {
     Embedded(Box<EmbeddedBroker>),
-    Remote,
+    /// A broker started elsewhere; its pid when it listens on this machine.
+    Remote(Option<u32>),
+    /// A container started for this run (removed when dropped).
+    #[cfg(feature = "containers")]
+    Container(brokerbench_adapters::containers::RunningBroker),
 }
 
 /// Runs the command.
@@ -76,15 +85,22 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     let configured =
         args.url.is_some() || from_env.as_deref().is_some_and(|u| !u.trim().is_empty());
     let (target, url) = match args.backend {
+        _ if args.containers => match start_container(args.backend).await {
+            Ok(target) => target,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return Ok(exit::harness_failure());
+            }
+        },
         BackendKind::Reference if !configured => {
             let broker = EmbeddedBroker::start().await?;
             let url = broker.url().to_string();
             (Target::Embedded(Box::new(broker)), url)
         }
-        kind => (
-            Target::Remote,
-            kind.resolve_url_with(args.url.as_deref(), |_| from_env),
-        ),
+        kind => {
+            let url = kind.resolve_url_with(args.url.as_deref(), |_| from_env);
+            (Target::Remote(local_broker_pid(kind, &url)), url)
+        }
     };
     let backend: Arc<dyn Backend> =
         match brokerbench_adapters::connect(args.backend, &url, ConnectOptions::new()).await {
@@ -96,8 +112,24 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         };
     let broker_pid = match &target {
         Target::Embedded(b) => Some(b.pid()),
-        Target::Remote => None,
+        Target::Remote(pid) => *pid,
+        #[cfg(feature = "containers")]
+        Target::Container(_) => None,
     };
+    let mut setup_notes = Vec::new();
+    match &target {
+        Target::Remote(None) => setup_notes.push(format!(
+            "broker CPU and memory were not sampled: no process of this machine was found listening on {}",
+            endpoint::redact(&url)
+        )),
+        #[cfg(feature = "containers")]
+        Target::Container(broker) => setup_notes.push(format!(
+            "the broker ran in a container ({}); its CPU and memory were not sampled",
+            broker.image()
+        )),
+        _ => {}
+    }
+    let url = endpoint::redact(&url);
 
     let run_id = run_id();
     let plan = scenario.plan(&run_id);
@@ -161,14 +193,15 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         backend: BackendInfo {
             name: args.backend.to_string(),
             url: Some(url),
-            version: None,
+            version: backend.server_version(),
         },
         host: HostFacts::detect(env!("CARGO_PKG_VERSION")),
         started_at: outcome.started_at,
         ended_at: outcome.ended_at,
     };
     let mut record = RunRecord::new(info, outcome.figures);
-    record.notes = outcome.notes;
+    record.notes = setup_notes;
+    record.notes.extend(outcome.notes);
     record.figures.correctness.recovered = outcome.recovered;
     record.figures.correctness.replayed = outcome.replayed;
     if let Some(reason) = &partial {
@@ -201,6 +234,37 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(exit::harness_failure());
     }
     Ok(exit::PASSED)
+}
+
+/// The pid of the process listening on the first loopback endpoint of `url`, so a broker
+/// on this machine has its CPU and memory sampled like the embedded one.
+fn local_broker_pid(kind: BackendKind, url: &str) -> Option<u32> {
+    let endpoints = endpoint::endpoints(kind, url).ok()?;
+    let local = endpoints.iter().find(|e| e.is_loopback())?;
+    brokerbench_bench::resources::listening_pid(local.port)
+}
+
+/// Starts `kind`'s broker in a container.
+#[cfg(feature = "containers")]
+async fn start_container(kind: BackendKind) -> anyhow::Result<(Target, String)> {
+    eprintln!("starting the {kind} broker in a container (pulling the image if needed)...");
+    let broker = brokerbench_adapters::containers::start(kind).await?;
+    eprintln!(
+        "container {} ({}) is ready at {}",
+        &broker.id()[..12.min(broker.id().len())],
+        broker.image(),
+        broker.url()
+    );
+    let url = broker.url().to_owned();
+    Ok((Target::Container(broker), url))
+}
+
+/// Without the `containers` feature, `--containers` explains how to get it.
+#[cfg(not(feature = "containers"))]
+async fn start_container(kind: BackendKind) -> anyhow::Result<(Target, String)> {
+    anyhow::bail!(
+        "--containers needs a brokerbench built with the `containers` feature (cargo install --path . --features containers) and a Docker engine; without them, start the {kind} broker yourself and pass --url"
+    )
 }
 
 /// `<UTC yyyymmddThhmmss>-<4 random hex>`: unique, sortable, safe in every broker's names.

@@ -9,6 +9,9 @@ use anyhow::Context;
 pub struct Args {
     /// Print this built-in scenario's TOML (a starting point for your own file).
     name: Option<String>,
+    /// Print only the built-ins' names, one per line (for scripts).
+    #[arg(long, conflicts_with = "name")]
+    names: bool,
 }
 
 /// Lists the built-ins, or prints one.
@@ -23,6 +26,12 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
             return Ok(crate::exit::harness_failure());
         };
         print!("{source}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.names {
+        for name in brokerbench_scenarios::builtin::names() {
+            println!("{name}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let list = brokerbench_scenarios::builtin::list().context("a built-in scenario is broken")?;

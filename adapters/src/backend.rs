@@ -252,6 +252,12 @@ pub trait Backend: Send + Sync + 'static {
         spec: SubscriptionSpec,
     ) -> BoxFuture<'_, Result<Subscription, AdapterError>>;
 
+    /// The broker's name and version as the broker reported it when connecting (e.g.
+    /// `nats-server 2.10.24`, `RabbitMQ 3.12.1`, `redis 7.0.15`), where it reports one.
+    fn server_version(&self) -> Option<String> {
+        None
+    }
+
     /// The broker's own counters, where it exposes them (the reference broker's `stats`
     /// command); `None` otherwise.
     fn broker_stats(&self) -> BoxFuture<'_, Result<Option<serde_json::Value>, AdapterError>> {

@@ -37,6 +37,32 @@ impl Endpoint {
     }
 }
 
+/// `url` with the password of its user-info part replaced by `***`
+/// (`amqp://guest:***@host/%2f`; a NATS token `nats://***@host`), for messages and run
+/// records. A URL without a secret comes back unchanged.
+///
+/// ```
+/// use brokerbench_adapters::endpoint::redact;
+/// assert_eq!(redact("redis://:s3cret@h:6379/0"), "redis://:***@h:6379/0");
+/// assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+/// ```
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, hosts)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{hosts}{tail}"),
+            // A NATS URL's lone user-info part is a token: a secret.
+            None if scheme.eq_ignore_ascii_case("nats") => format!("{scheme}://***@{hosts}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// The standard port of each kind's protocol (`None` for the null backend).
 pub fn default_port(kind: BackendKind) -> Option<u16> {
     match kind {
@@ -187,6 +213,19 @@ mod tests {
         assert!(endpoints(BackendKind::Nats, "nats://").is_err());
         assert!(endpoints(BackendKind::Kafka, "kafka://a,,b").is_err());
         assert!(endpoints(BackendKind::Nats, "nats://::1:4222").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted_everywhere_they_can_be() {
+        assert_eq!(
+            redact("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("nats://tok@h"), "nats://***@h");
+        assert_eq!(redact("amqp://user@h"), "amqp://user@h");
+        assert_eq!(redact("kafka://a:1,b:2"), "kafka://a:1,b:2");
+        assert_eq!(redact("h:1"), "h:1");
+        assert_eq!(redact("redis://u:p@h?x=a@b"), "redis://u:***@h?x=a@b");
     }
 
     #[test]

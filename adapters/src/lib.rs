@@ -31,6 +31,7 @@
 
 mod backend;
 mod capability;
+pub mod containers;
 pub mod endpoint;
 mod error;
 pub mod faults;

@@ -80,6 +80,65 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The process listening on TCP `port` on this machine (any local address, IPv4 or IPv6):
+/// the socket's inode from `/proc/net/tcp{,6}`, then the process holding a descriptor to
+/// it. `None` when nothing listens there, or the owner's `/proc/<pid>/fd` is not readable
+/// (another user's process, without root).
+pub fn listening_pid(port: u16) -> Option<u32> {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        return None;
+    }
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter().find(|pid| {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        fds.filter_map(Result::ok).any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| {
+                target
+                    .to_str()
+                    .and_then(|t| t.strip_prefix("socket:["))
+                    .and_then(|t| t.strip_suffix(']'))
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .is_some_and(|inode| inodes.contains(&inode))
+            })
+        })
+    })
+}
+
+/// Inodes of the sockets in state LISTEN on `port`.
+fn listening_inodes(port: u16) -> Vec<u64> {
+    const LISTEN: &str = "0A";
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if *state == LISTEN && local_port == Some(port) {
+                if let Ok(inode) = inode.parse::<u64>() {
+                    inodes.push(inode);
+                }
+            }
+        }
+    }
+    inodes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +154,15 @@ mod tests {
         let sample = sampler.sample().unwrap();
         assert!(sample.rss_bytes > 1024 * 1024, "{sample:?} {x}");
         assert!(sample.cpu_percent >= 0.0);
+    }
+
+    #[test]
+    fn finds_this_process_by_its_listening_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(listening_pid(port), Some(std::process::id()));
+        drop(listener);
+        assert_eq!(listening_pid(port), None);
     }
 
     #[test]
