@@ -57,12 +57,19 @@ fn a_scenario_runs_on_every_real_backend() {
         if !run.status.success() && stderr.contains("cannot connect") && !required(backend) {
             let line = format!(
                 "SKIPPED {backend} run test: {} (start the brokers with `scripts/services up`)\n",
-                stderr.lines().find(|l| l.starts_with("error:")).unwrap_or("unreachable")
+                stderr
+                    .lines()
+                    .find(|l| l.starts_with("error:"))
+                    .unwrap_or("unreachable")
             );
             let _ = std::io::stderr().write_all(line.as_bytes());
             continue;
         }
-        assert!(run.status.success(), "{backend}: {stderr}\n{}", text(&run.stdout));
+        assert!(
+            run.status.success(),
+            "{backend}: {stderr}\n{}",
+            text(&run.stdout)
+        );
         let record: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         assert_eq!(record["backend"]["name"], backend);
@@ -79,10 +86,15 @@ fn a_scenario_runs_on_every_real_backend() {
         let correctness = &record["figures"]["correctness"];
         assert_eq!(correctness["lost"], 0, "{backend}: {correctness}");
         assert_eq!(correctness["phantom"], 0, "{backend}: {correctness}");
-        let delivered = record["figures"]["volume"]["delivered"].as_u64().unwrap_or(0);
+        let delivered = record["figures"]["volume"]["delivered"]
+            .as_u64()
+            .unwrap_or(0);
         assert!(delivered > 0, "{backend}: {}", record["figures"]["volume"]);
         let url = record["backend"]["url"].as_str().unwrap();
-        assert!(!url.contains("guest:guest"), "password in the record: {url}");
+        assert!(
+            !url.contains("guest:guest"),
+            "password in the record: {url}"
+        );
     }
 }
 
@@ -102,7 +114,15 @@ fn unreachable_brokers_are_named_with_exit_2() {
     for (backend, url) in urls {
         let started = Instant::now();
         let run = brokerbench(
-            &["run", "--backend", backend, "--url", url, "--duration", "1s"],
+            &[
+                "run",
+                "--backend",
+                backend,
+                "--url",
+                url,
+                "--duration",
+                "1s",
+            ],
             dir.path(),
         );
         let took = started.elapsed();
@@ -114,7 +134,10 @@ fn unreachable_brokers_are_named_with_exit_2() {
             "{backend}: the URL is not named: {stderr}"
         );
         assert!(stderr.contains("127.0.0.1:1"), "{backend}: {stderr}");
-        assert!(!stderr.contains("guest:guest"), "{backend}: password shown: {stderr}");
+        assert!(
+            !stderr.contains("guest:guest"),
+            "{backend}: password shown: {stderr}"
+        );
         // The connect timeout is 5 s; allow for process start and a slow machine.
         assert!(took < Duration::from_secs(30), "{backend}: took {took:?}");
     }

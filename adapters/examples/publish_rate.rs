@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use brokerbench_adapters::{
-    BackendKind, ConnectOptions, PublishOutcome, PublishRequest, RunTopology, SubscriptionSpec,
-    TopicSpec, connect,
+    Backend, BackendKind, ConnectOptions, PublishOutcome, PublishRequest, RunTopology,
+    SubscriptionSpec, TopicSpec, connect,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -38,15 +38,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let producers = number(4, 1)?.max(1);
 
     let url = kind.resolve_url(None);
-    let backend = Arc::from(connect(kind, &url, ConnectOptions::new()).await?);
+    let backend: Arc<dyn Backend> = Arc::from(connect(kind, &url, ConnectOptions::new()).await?);
     let run = format!("rate-{}", std::process::id());
-    let topic: Arc<str> = Arc::from(brokerbench_adapters::Backend::topic_name(
-        &*backend, &run, "rate",
-    ));
+    let topic: Arc<str> = Arc::from(backend.topic_name(&run, "rate"));
     backend
         .prepare(&RunTopology::new(run.clone()).topic(TopicSpec::new(topic.to_string())))
         .await?;
-    let mut subscription = backend.subscribe(SubscriptionSpec::new(topic.clone())).await?;
+    let mut subscription = backend
+        .subscribe(SubscriptionSpec::new(topic.clone()))
+        .await?;
     let delivered = Arc::new(AtomicU64::new(0));
     let counter = delivered.clone();
     let reader = tokio::spawn(async move {
@@ -69,7 +69,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut sent = 0;
             while sent < per_producer || !pending.is_empty() {
                 while sent < per_producer && pending.len() < in_flight {
-                    pending.push(producer.publish(PublishRequest::new(topic.clone(), payload.clone())));
+                    pending.push(
+                        producer.publish(PublishRequest::new(topic.clone(), payload.clone())),
+                    );
                     sent += 1;
                 }
                 match pending.next().await {

@@ -316,7 +316,6 @@ pub async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ErrorKind;
 
     #[test]
     fn topic_names_are_unique_per_run_and_safe() {
