@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backends;
 mod broker;
 mod embedded;
 mod run;
@@ -44,6 +45,8 @@ enum Command {
     Run(run::Args),
     /// List the built-in scenarios, or print one.
     Scenarios(scenarios::Args),
+    /// Show each backend's endpoint, its guarantees, and whether it answers.
+    Backends(backends::Args),
     /// Run the reference broker in the foreground (same flags as `reference-broker`).
     Broker(broker::Args),
 }
@@ -53,16 +56,19 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Broker(args) => broker::main(&args),
         Command::Scenarios(args) => report(scenarios::main(&args)),
-        Command::Run(args) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(err) => return report(Err(err.into())),
-            };
-            report(runtime.block_on(run::main(args)))
-        }
+        Command::Run(args) => block_on(run::main(args)),
+        Command::Backends(args) => block_on(backends::main(args)),
+    }
+}
+
+/// Runs an async subcommand on a multi-threaded tokio runtime.
+fn block_on(command: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => report(runtime.block_on(command)),
+        Err(err) => report(Err(err.into())),
     }
 }
 
