@@ -3,7 +3,7 @@
 //! [`spec`] says, for each backend, which official image runs it, which port it serves,
 //! how to configure it and which log line means it is ready; [`ContainerSpec::url`] maps
 //! the host port Docker assigned to the URL the adapter connects to. These are plain data
-//! and always built (and unit-tested). Starting the container ([`start`]) needs the
+//! and always built (and unit-tested). Starting the container (`start`) needs the
 //! `containers` feature (testcontainers) and a running Docker engine.
 
 use std::time::Duration;

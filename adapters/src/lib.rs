@@ -43,6 +43,9 @@ mod kind;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod net;
+/// The connection code NATS core and JetStream share.
+#[cfg(any(feature = "nats", feature = "jetstream"))]
+mod nats_client;
 mod null;
 mod publish;
 #[cfg(feature = "rabbitmq")]

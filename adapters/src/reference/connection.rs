@@ -269,9 +269,13 @@ impl Connection {
         async move {
             let deadline = Instant::now() + state.options.publish_timeout;
             let (reply, answer) = oneshot::channel();
+            // `unconstrained`: with tokio's cooperative budget spent, a plain `send` can
+            // return Pending on its first poll without taking its place in the queue, and a
+            // publish polled later could overtake it. Unconstrained, the first poll either
+            // sends or joins the channel's FIFO of waiting senders.
             match tokio::time::timeout_at(
                 deadline,
-                requests.send(Request::Publish { request, reply }),
+                tokio::task::unconstrained(requests.send(Request::Publish { request, reply })),
             )
             .await
             {
