@@ -177,11 +177,14 @@ pub fn required_capabilities(plan: &Plan) -> Capabilities {
             if sub.ack {
                 needed.insert(Capability::AckRedelivery);
             }
-            if let Join::Late { from, .. } = sub.join {
-                needed.insert(match from {
+            match sub.join {
+                Join::Late { from, .. } => needed.insert(match from {
                     StartPosition::Latest => Capability::LiveOnly,
                     _ => Capability::Replay,
-                });
+                }),
+                // Comes back after the last sequence it saw: the broker must replay.
+                Join::Returning { .. } => needed.insert(Capability::Replay),
+                Join::AtStart => {}
             }
         }
     }

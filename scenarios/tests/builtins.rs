@@ -225,3 +225,26 @@ fn every_builtin_expands_into_a_matching_plan() {
         }
     }
 }
+
+/// What each built-in asks of a backend: every one runs on a broker with fan-out or
+/// competing consumers; only offline-catchup (its subscriber comes back after the last
+/// sequence it saw) needs replay; keys alone (work-queue) ask for no ordering guarantee.
+#[test]
+fn builtins_require_only_what_they_use() {
+    use brokerbench_adapters::Capability;
+    for name in brokerbench_scenarios::builtin::names() {
+        let plan = brokerbench_scenarios::builtin::get(name).unwrap().plan("r1");
+        let needed = brokerbench_bench::required_capabilities(&plan);
+        assert_eq!(
+            needed.contains(Capability::Replay),
+            name == "offline-catchup",
+            "{name}: {needed}"
+        );
+        assert!(!needed.contains(Capability::KeyOrdering), "{name}: {needed}");
+        assert_eq!(
+            needed.contains(Capability::Competing),
+            name == "work-queue",
+            "{name}: {needed}"
+        );
+    }
+}
