@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 
 mod backends;
 mod broker;
+mod compare;
 mod embedded;
+mod export;
+mod merge;
+mod report;
 mod run;
 mod scenarios;
 
@@ -49,6 +53,14 @@ enum Command {
     Backends(backends::Args),
     /// Run the reference broker in the foreground (same flags as `reference-broker`).
     Broker(broker::Args),
+    /// Write one self-contained HTML report (plots, summary, facts) of run records.
+    Report(report::Args),
+    /// Compare the key figures of run records side by side.
+    Compare(compare::Args),
+    /// Merge the records of several load generators' concurrent runs into one record.
+    Merge(merge::Args),
+    /// Export a run record as OpenMetrics / Prometheus text or an HdrHistogram interval log.
+    Export(export::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +70,10 @@ fn main() -> ExitCode {
         Command::Scenarios(args) => report(scenarios::main(&args)),
         Command::Run(args) => block_on(run::main(args)),
         Command::Backends(args) => block_on(backends::main(args)),
+        Command::Report(args) => report(report::main(&args)),
+        Command::Compare(args) => report(compare::main(&args)),
+        Command::Merge(args) => report(merge::main(&args)),
+        Command::Export(args) => report(export::main(&args)),
     }
 }
 

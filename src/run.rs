@@ -48,6 +48,10 @@ pub struct Args {
     /// Print the run record as JSON on stdout instead of the summary table.
     #[arg(long)]
     json: bool,
+    /// Also write the per-interval histograms as an HdrHistogram interval log
+    /// (e.g. run.hlog; readable by HistogramLogProcessor and HdrHistogram's plotters).
+    #[arg(long, value_name = "PATH")]
+    hlog: Option<PathBuf>,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -221,6 +225,10 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     record
         .write(&path)
         .with_context(|| format!("cannot write the run record to {}", path.display()))?;
+    if let Some(hlog) = &args.hlog {
+        let log = crate::export::render(&record, crate::export::Format::Hlog)?;
+        crate::report::write_output(hlog, &log)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {

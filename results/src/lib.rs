@@ -10,23 +10,39 @@
 //!   duplicate) and counting lost messages with per-producer bitsets.
 //! - [`record`]: the [`RunRecord`] JSON document (schema version 1), written atomically.
 //! - [`summary`]: the terminal summary of a record.
+//! - [`report`]: the self-contained HTML report of one or more records (plots in SVG).
+//! - [`compare`]: the side-by-side comparison table of records (text and markdown).
+//! - [`merge`](mod@merge): several load generators' records of one run merged into one record.
+//! - [`hlog`]: HdrHistogram interval logs of a record's per-interval histograms.
+//! - [`openmetrics`]: a record's figures as OpenMetrics / Prometheus text.
 //!
 //! The JSON schema is documented in `results/README.md`.
 
 pub mod collector;
+pub mod compare;
 pub mod histogram;
+pub mod hlog;
+mod human;
+pub mod merge;
+pub mod openmetrics;
 pub mod record;
 pub mod recorder;
+pub mod report;
 pub mod sequence;
 pub mod summary;
 
 pub use collector::{Collector, CollectorError};
+pub use compare::{Comparison, ScenarioMismatch, same_scenario};
 pub use histogram::{HistogramError, LatencyHistogram, Summary};
+pub use hlog::{HlogError, read_interval_log, write_interval_log};
+pub use merge::{MergeError, merge};
+pub use openmetrics::{MetricsError, MetricsFormat, render_metrics};
 pub use record::{
     BackendInfo, HostFacts, RecordError, RunFigures, RunInfo, RunRecord, SCHEMA_VERSION,
     default_record_path,
 };
 pub use recorder::{IntervalSnapshot, LatencySet, Recorder, RecorderError, snapshot_channel};
+pub use report::{ReportError, ReportRun, render_report};
 pub use sequence::{Delivery, SequenceSet, SequenceTracker};
 pub use summary::render_summary;
 

@@ -1,0 +1,66 @@
+//! `brokerbench merge`: one record from the records of several load generators.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use brokerbench_results::{MergeError, merge, render_summary};
+
+use crate::exit;
+use crate::report::read_records;
+
+/// Flags of `brokerbench merge`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run records of the same scenario and backend, made at the same time by several
+    /// load generators.
+    #[arg(required = true, value_name = "RECORD.json")]
+    records: Vec<PathBuf>,
+    /// Where to write the merged record.
+    #[arg(long, value_name = "MERGED.json")]
+    out: PathBuf,
+}
+
+/// Merges the records and prints the merged run's summary.
+pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
+    let records = match read_records(&args.records) {
+        Ok(r) => r,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return Ok(exit::harness_failure());
+        }
+    };
+    let merged = match merge(&records) {
+        Ok(m) => m,
+        Err(MergeError::DifferentScenarios(m)) => {
+            eprintln!(
+                "error: cannot merge runs of different scenarios: {} ran `{}`, {} ran `{}`",
+                args.records[m.first].display(),
+                m.first_scenario,
+                args.records[m.other].display(),
+                m.other_scenario
+            );
+            return Ok(exit::harness_failure());
+        }
+        Err(MergeError::DifferentBackends {
+            first,
+            first_backend,
+            other,
+            other_backend,
+            ..
+        }) => {
+            eprintln!(
+                "error: cannot merge runs of different backends: {} measured `{first_backend}`, {} measured `{other_backend}`",
+                args.records[first].display(),
+                args.records[other].display(),
+            );
+            return Ok(exit::harness_failure());
+        }
+        Err(err) => return Err(err).context("cannot merge the run records"),
+    };
+    merged
+        .write(&args.out)
+        .with_context(|| format!("cannot write the merged record to {}", args.out.display()))?;
+    print!("{}", render_summary(&merged, Some(&args.out)));
+    Ok(exit::PASSED)
+}

@@ -1,0 +1,87 @@
+//! `brokerbench report`: one self-contained HTML page of one or more run records.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use brokerbench_results::{ReportRun, RunRecord, render_report};
+
+use crate::exit;
+
+/// Flags of `brokerbench report`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run records (JSON, as `brokerbench run` writes them); several are overlaid, one
+    /// colour per run, the first being the baseline of the summary's differences.
+    #[arg(required = true, value_name = "RECORD.json")]
+    records: Vec<PathBuf>,
+    /// Where to write the HTML page (`-` for stdout).
+    #[arg(long, default_value = "report.html")]
+    out: PathBuf,
+}
+
+/// Reads every record, or says which one cannot be read and why.
+///
+/// # Errors
+/// The first record that cannot be read, with its path and the cause.
+pub(crate) fn read_records(paths: &[PathBuf]) -> anyhow::Result<Vec<RunRecord>> {
+    paths
+        .iter()
+        .map(|p| RunRecord::read(p).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// Writes `contents` to `path`, or to stdout when `path` is `-`; creates the directory.
+///
+/// # Errors
+/// When the directory cannot be created or the file written, naming the path.
+pub(crate) fn write_output(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    if path == Path::new("-") {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(contents)
+            .and_then(|()| stdout.flush())
+            .context("cannot write to stdout")?;
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Renders the report.
+pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
+    let records = match read_records(&args.records) {
+        Ok(r) => r,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return Ok(exit::harness_failure());
+        }
+    };
+    let sources: Vec<String> = args
+        .records
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let runs: Vec<ReportRun<'_>> = records
+        .iter()
+        .zip(&sources)
+        .map(|(record, source)| ReportRun {
+            record,
+            source: Some(source),
+        })
+        .collect();
+    let html = render_report(&runs).context("cannot render the report")?;
+    write_output(&args.out, html.as_bytes())?;
+    if args.out != Path::new("-") {
+        eprintln!(
+            "report of {} run(s) written to {} ({} KiB)",
+            records.len(),
+            args.out.display(),
+            html.len().div_ceil(1024)
+        );
+    }
+    Ok(exit::PASSED)
+}
