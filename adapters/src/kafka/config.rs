@@ -23,15 +23,17 @@ pub(crate) const URL_FORM: &str = "kafka://host:port[,host:port...] or a bare ho
 /// brokerbench scenarios use.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
-/// `linger.ms` of the producer: how long librdkafka waits to fill a batch. 1 ms keeps
-/// the publish-ack latency of a lone message low while a busy producer still sends
-/// batches of hundreds of messages (measured: see the module documentation).
+/// `linger.ms` of the producer: how long librdkafka waits to fill a batch. Measured on
+/// tansu with 200-byte messages (one producer, 20,000 in flight; a loaded 2-core
+/// machine): 0 ms gave 120-160k msgs/s and a lone publish confirmed in 0.6-0.9 ms (p50),
+/// 1 ms 170-300k msgs/s and 1.8 ms, 5 ms 150-200k msgs/s and 6 ms.
 const LINGER_MS: &str = "1";
 
 /// `fetch.wait.max.ms` of consumers: how long the broker may hold a fetch that found
-/// nothing. A broker that wakes waiting fetches when data arrives (Apache Kafka) answers
-/// at once anyway; one that does not (tansu 0.6 re-reads at the end of the wait) adds up
-/// to this much latency.
+/// nothing. Apache Kafka answers a waiting fetch as soon as data arrives, so this only
+/// sets how often an idle consumer asks again. tansu 0.6 waits this long on every fetch,
+/// data or not, which adds it to every delivery's latency (measured: 1 ms brings tansu's
+/// end-to-end p50 from 13 ms to about 5 ms, at ten times the idle fetch rate).
 const FETCH_WAIT_MAX_MS: &str = "10";
 
 /// `heartbeat.interval.ms` of group members: a member learns of a rebalance (another
@@ -168,7 +170,10 @@ pub(crate) fn consumer(
     let mut config = base(bootstrap, options);
     config
         .set("group.id", group)
-        .set("enable.auto.commit", if auto_commit { "true" } else { "false" })
+        .set(
+            "enable.auto.commit",
+            if auto_commit { "true" } else { "false" },
+        )
         .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS)
         // Offsets are stored by the adapter for the messages it handed over, never by
         // librdkafka for messages merely returned by poll (those may be dropped on
