@@ -9,8 +9,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alerts;
 mod backends;
 mod broker;
+mod check;
 mod compare;
 mod embedded;
 mod export;
@@ -24,8 +26,13 @@ mod exit {
     use std::process::ExitCode;
     /// Everything passed.
     pub const PASSED: ExitCode = ExitCode::SUCCESS;
+    /// An alert rule reached the failing severity (`--fail-on`), or a conformance
+    /// check failed.
+    pub fn alert_fired() -> ExitCode {
+        ExitCode::from(1)
+    }
     /// The harness could not do its job: bad scenario, unreachable broker, interrupted
-    /// run, internal error. (1, an alert or a conformance failure, has no producer yet.)
+    /// run, internal error.
     pub fn harness_failure() -> ExitCode {
         ExitCode::from(2)
     }
@@ -61,6 +68,11 @@ enum Command {
     Merge(merge::Args),
     /// Export a run record as OpenMetrics / Prometheus text or an HdrHistogram interval log.
     Export(export::Args),
+    /// Evaluate a stored run record's alert rules (or a rules file) again; exit 1 when
+    /// one reaches --fail-on.
+    Check(check::Args),
+    /// Alert rules: export them as Prometheus alerting rules (with promtool tests).
+    Alerts(alerts::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +86,8 @@ fn main() -> ExitCode {
         Command::Compare(args) => report(compare::main(&args)),
         Command::Merge(args) => report(merge::main(&args)),
         Command::Export(args) => report(export::main(&args)),
+        Command::Check(args) => report(check::main(&args)),
+        Command::Alerts(args) => report(alerts::main(&args)),
     }
 }
 

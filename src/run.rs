@@ -14,6 +14,7 @@ use brokerbench_scenarios::{DEFAULT_SCENARIO, Scenario};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::check::FailOn;
 use crate::embedded::EmbeddedBroker;
 use crate::exit;
 
@@ -52,6 +53,12 @@ pub struct Args {
     /// (e.g. run.hlog; readable by HistogramLogProcessor and HdrHistogram's plotters).
     #[arg(long, value_name = "PATH")]
     hlog: Option<PathBuf>,
+    /// Exit 1 when one of the scenario's alert rules reaches this severity.
+    #[arg(long, value_enum, default_value_t = FailOn::Critical)]
+    fail_on: FailOn,
+    /// Also write the alert verdicts as JUnit XML (one testcase per rule).
+    #[arg(long, value_name = "PATH")]
+    junit: Option<PathBuf>,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -83,6 +90,14 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(duration) = args.duration {
         scenario = scenario.with_duration(duration)?;
     }
+    // Refuse invalid alert rules before measuring anything.
+    let rules = match brokerbench_alerts::parse_rules(&scenario.alerts) {
+        Ok(rules) => rules,
+        Err(err) => {
+            eprintln!("error: scenario {}: {err}", scenario.name);
+            return Ok(exit::harness_failure());
+        }
+    };
 
     // The environment is read once; the adapter crate's resolution rules apply to it.
     let from_env = args.backend.env_var().and_then(|v| std::env::var(v).ok());
@@ -211,6 +226,11 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(reason) = &partial {
         record.mark_partial(reason.clone());
     }
+    let verdicts = brokerbench_alerts::evaluate(&record, &rules);
+    record.verdicts = verdicts
+        .iter()
+        .map(brokerbench_alerts::Verdict::to_json)
+        .collect();
     let path = args.out.clone().unwrap_or_else(|| {
         default_record_path(
             std::path::Path::new("results"),
@@ -236,12 +256,14 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             "{}",
             brokerbench_results::render_summary(&record, Some(&path))
         );
+        print!("{}", brokerbench_alerts::render_verdicts(&verdicts));
     }
+    let gate = crate::check::finish(&record, &verdicts, args.fail_on, args.junit.as_deref())?;
     if let Some(reason) = partial {
         eprintln!("the run is incomplete: {reason}");
         return Ok(exit::harness_failure());
     }
-    Ok(exit::PASSED)
+    Ok(gate)
 }
 
 /// The pid of the process listening on the first loopback endpoint of `url`, so a broker

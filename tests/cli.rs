@@ -41,6 +41,8 @@ fn every_builtin_scenario_runs_on_the_embedded_broker() {
             &[
                 "run",
                 name,
+                "--fail-on",
+                "never",
                 "--rate",
                 "300",
                 "--duration",

@@ -73,6 +73,8 @@ fn fixture() -> &'static Fixture {
                 &[
                     "run",
                     "chat-1to1",
+                    "--fail-on",
+                    "never",
                     "--rate",
                     "1000",
                     "--duration",
@@ -83,13 +85,24 @@ fn fixture() -> &'static Fixture {
                 &f.a,
             ),
             (
-                &["run", "chat-1to1", "--rate", "2000", "--duration", "1s"],
+                &[
+                    "run",
+                    "chat-1to1",
+                    "--fail-on",
+                    "never",
+                    "--rate",
+                    "2000",
+                    "--duration",
+                    "1s",
+                ],
                 &f.b,
             ),
             (
                 &[
                     "run",
                     "typing-indicators",
+                    "--fail-on",
+                    "never",
                     "--rate",
                     "500",
                     "--duration",
@@ -369,6 +382,8 @@ fn merge_combines_concurrent_load_generators() {
                 .args([
                     "run",
                     "chat-1to1",
+                    "--fail-on",
+                    "never",
                     "--backend",
                     "reference",
                     "--url",

@@ -42,10 +42,10 @@ pub mod kafka;
 mod kind;
 #[cfg(feature = "nats")]
 pub mod nats;
-mod net;
 /// The connection code NATS core and JetStream share.
 #[cfg(any(feature = "nats", feature = "jetstream"))]
 mod nats_client;
+mod net;
 mod null;
 mod publish;
 #[cfg(feature = "rabbitmq")]

@@ -1,0 +1,144 @@
+//! Verdicts as a JUnit XML report: one `<testcase>` per rule.
+//!
+//! A rule at or above the failing severity is a `<failure>` whose message is the
+//! verdict's sentence; a rule that fired below it (a warning with `--fail-on critical`)
+//! passes with the sentence in `<system-out>`, so CI shows it without failing.
+
+use std::fmt::Write as _;
+
+use crate::evaluate::{Severity, Verdict};
+
+/// Escapes text for an XML attribute or element.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' => out.push_str("&#10;"),
+            // Characters XML 1.0 does not allow at all.
+            c if (c as u32) < 0x20 && c != '\t' && c != '\r' => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The JUnit XML document of `verdicts` for the run `suite` (e.g. `chat-1to1 on
+/// reference`); verdicts at or above `fail_on` are failures (none with `None`).
+pub fn render_junit(suite: &str, verdicts: &[Verdict], fail_on: Option<Severity>) -> String {
+    let fails =
+        |v: &Verdict| v.severity != Severity::Ok && fail_on.is_some_and(|f| v.severity >= f);
+    let failures = verdicts.iter().filter(|v| fails(v)).count();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"brokerbench alerts\" tests=\"{}\" failures=\"{failures}\" errors=\"0\">",
+        verdicts.len()
+    );
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\">",
+        escape(suite),
+        verdicts.len()
+    );
+    for v in verdicts {
+        let _ = write!(
+            out,
+            "    <testcase classname=\"{}\" name=\"{}\"",
+            escape(&format!("alerts.{}", v.signal)),
+            escape(&v.rule)
+        );
+        if v.severity == Severity::Ok {
+            let _ = writeln!(
+                out,
+                ">\n      <system-out>{}</system-out>\n    </testcase>",
+                escape(&v.message)
+            );
+        } else if fails(v) {
+            let _ = writeln!(
+                out,
+                ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
+                escape(&v.message),
+                v.severity,
+                escape(&format!(
+                    "{}: {}",
+                    v.severity.to_string().to_uppercase(),
+                    v.message
+                ))
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                ">\n      <system-out>{}</system-out>\n    </testcase>",
+                escape(&format!(
+                    "{}: {}",
+                    v.severity.to_string().to_uppercase(),
+                    v.message
+                ))
+            );
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(rule: &str, severity: Severity, message: &str) -> Verdict {
+        Verdict {
+            rule: rule.into(),
+            signal: "e2e.p99".into(),
+            severity,
+            observed: None,
+            threshold: None,
+            message: message.into(),
+            direction: "upper".into(),
+            fired_by: None,
+            observed_value: None,
+            threshold_value: None,
+            run_value: None,
+            intervals_judged: 0,
+            intervals_breached: 0,
+            longest_breach: 0,
+            first_breach_s: None,
+            for_intervals: 1,
+            labels: Default::default(),
+            annotations: Default::default(),
+        }
+    }
+
+    #[test]
+    fn failures_follow_fail_on() {
+        let vs = [
+            verdict("a & b", Severity::Critical, "e2e.p99 12ms > critical 10ms"),
+            verdict("c", Severity::Warning, "e2e.p99 6ms > warning 5ms"),
+            verdict("d", Severity::Ok, "fine"),
+        ];
+        let xml = render_junit("s on reference", &vs, Some(Severity::Critical));
+        assert!(xml.contains("failures=\"1\""), "{xml}");
+        assert!(xml.contains("name=\"a &amp; b\""), "{xml}");
+        assert!(
+            xml.contains("<failure message=\"e2e.p99 12ms &gt; critical 10ms\" type=\"critical\">"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<system-out>WARNING: e2e.p99 6ms &gt; warning 5ms</system-out>"),
+            "{xml}"
+        );
+        let xml = render_junit("s", &vs, Some(Severity::Warning));
+        assert!(xml.contains("failures=\"2\""), "{xml}");
+        assert!(xml.contains("type=\"warning\""), "{xml}");
+        let xml = render_junit("s", &vs, None);
+        assert!(
+            xml.contains("failures=\"0\"") && !xml.contains("<failure"),
+            "{xml}"
+        );
+        assert!(xml.contains("<system-out>CRITICAL: e2e.p99 12ms"), "{xml}");
+    }
+}

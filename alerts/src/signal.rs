@@ -1,0 +1,391 @@
+//! Signals: the figures of a run record a rule can watch, for the whole run and for each
+//! interval, and the metric each one is exported as.
+
+use std::fmt;
+
+use brokerbench_results::record::{IntervalFigures, LatencySummaries};
+use brokerbench_results::{RunRecord, Summary};
+
+/// The unit of a signal's values (thresholds are converted to it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Seconds (latencies).
+    Seconds,
+    /// A ratio in `0..=1` (availabilities).
+    Ratio,
+    /// Messages per second.
+    Rate,
+    /// Cores: 1.0 is one core busy (the record's `cpu_percent` / 100).
+    Cores,
+    /// Bytes.
+    Bytes,
+    /// A count of messages.
+    Count,
+}
+
+impl Unit {
+    /// What a threshold of this unit looks like, for error messages.
+    pub(crate) fn expected(self) -> &'static str {
+        match self {
+            Unit::Seconds => "a duration such as \"5ms\", \"250us\" or \"1.5s\"",
+            Unit::Ratio => "a ratio such as \"99.9%\" or 0.999",
+            Unit::Rate => "a rate such as \"20k/s\", \"1500/s\" or 1500",
+            Unit::Cores => "a CPU share such as \"150%\" or 1.5 (cores)",
+            Unit::Bytes => "a size such as \"512MiB\", \"2GiB\" or a number of bytes",
+            Unit::Count => "a non-negative number of messages",
+        }
+    }
+}
+
+/// Which latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Latency {
+    /// End-to-end, from the intended send time (`e2e`).
+    E2e,
+    /// End-to-end, from the actual send time (`e2e_uncorrected`).
+    E2eUncorrected,
+    /// Publish to confirmation, from the intended send time (`publish`).
+    PublishAck,
+    /// Publish to confirmation, from the actual send time (`publish_uncorrected`).
+    PublishAckUncorrected,
+    /// Actual minus intended send time (`send_delay`).
+    SendDelay,
+}
+
+/// Which point of a latency distribution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantile {
+    /// 50th percentile.
+    P50,
+    /// 90th percentile.
+    P90,
+    /// 99th percentile.
+    P99,
+    /// 99.9th percentile.
+    P999,
+    /// The maximum.
+    Max,
+}
+
+/// Which correctness counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Confirmed messages a subscriber never received.
+    Lost,
+    /// Deliveries of a message the subscriber already had.
+    Duplicated,
+    /// First deliveries after a higher sequence of the same producer.
+    Reordered,
+    /// Deliveries never sent, for another subscriber, or corrupted.
+    Phantom,
+    /// Deliveries after the deadline or after unsubscribe.
+    Late,
+}
+
+/// A figure of a run record that a rule watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// A latency percentile, e.g. `e2e.p99`, `publish.p50`, `send_delay.max`.
+    Latency(Latency, Quantile),
+    /// `availability` or `delivery.availability`: delivered / (delivered + lost + late).
+    DeliveryAvailability,
+    /// `publish.availability`: confirmed / attempted publishes.
+    PublishAvailability,
+    /// `throughput`: the achieved publish rate.
+    PublishThroughput,
+    /// `delivery.throughput`: the achieved delivery rate (per subscriber).
+    DeliveryThroughput,
+    /// `cpu`: broker CPU, in cores.
+    Cpu,
+    /// `rss`: broker resident memory, bytes.
+    Rss,
+    /// A correctness counter: `lost`, `duplicated`, `reordered`, `phantom`, `late`.
+    Correctness(Counter),
+}
+
+const LATENCIES: [(&str, Latency); 5] = [
+    ("e2e", Latency::E2e),
+    ("e2e_uncorrected", Latency::E2eUncorrected),
+    ("publish", Latency::PublishAck),
+    ("publish_uncorrected", Latency::PublishAckUncorrected),
+    ("send_delay", Latency::SendDelay),
+];
+const QUANTILES: [(&str, Quantile); 5] = [
+    ("p50", Quantile::P50),
+    ("p90", Quantile::P90),
+    ("p99", Quantile::P99),
+    ("p999", Quantile::P999),
+    ("max", Quantile::Max),
+];
+const COUNTERS: [(&str, Counter); 5] = [
+    ("lost", Counter::Lost),
+    ("duplicated", Counter::Duplicated),
+    ("reordered", Counter::Reordered),
+    ("phantom", Counter::Phantom),
+    ("late", Counter::Late),
+];
+
+/// The signal names a rule may use, for error messages.
+pub const SIGNAL_NAMES: &str = "e2e.p50|p90|p99|p999|max, e2e_uncorrected.*, publish.*, \
+publish_uncorrected.*, send_delay.*, availability, delivery.availability, \
+publish.availability, throughput, delivery.throughput, cpu, rss, lost, duplicated, \
+reordered, phantom, late";
+
+/// One value of a signal and the number of samples behind it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Observation {
+    /// The value in the signal's unit; `None` when there is no figure (no sample).
+    pub value: Option<f64>,
+    /// How many samples the value stands on (latency samples, operations, CPU samples).
+    pub samples: u64,
+}
+
+impl Signal {
+    /// Parses a signal name such as `e2e.p99` or `delivery.availability`.
+    pub fn parse(name: &str) -> Option<Self> {
+        let name = name.trim();
+        match name {
+            "availability" | "delivery.availability" => return Some(Self::DeliveryAvailability),
+            "publish.availability" => return Some(Self::PublishAvailability),
+            "throughput" | "publish.throughput" => return Some(Self::PublishThroughput),
+            "delivery.throughput" => return Some(Self::DeliveryThroughput),
+            "cpu" => return Some(Self::Cpu),
+            "rss" => return Some(Self::Rss),
+            _ => {}
+        }
+        if let Some((_, c)) = COUNTERS.iter().find(|(n, _)| *n == name) {
+            return Some(Self::Correctness(*c));
+        }
+        let (stem, q) = name.split_once('.')?;
+        let latency = LATENCIES.iter().find(|(n, _)| *n == stem)?.1;
+        let quantile = QUANTILES.iter().find(|(n, _)| *n == q)?.1;
+        Some(Self::Latency(latency, quantile))
+    }
+
+    /// The unit of the signal's values.
+    pub fn unit(self) -> Unit {
+        match self {
+            Self::Latency(..) => Unit::Seconds,
+            Self::DeliveryAvailability | Self::PublishAvailability => Unit::Ratio,
+            Self::PublishThroughput | Self::DeliveryThroughput => Unit::Rate,
+            Self::Cpu => Unit::Cores,
+            Self::Rss => Unit::Bytes,
+            Self::Correctness(_) => Unit::Count,
+        }
+    }
+
+    /// The whole run's value.
+    pub fn of_run(self, record: &RunRecord) -> Observation {
+        let f = &record.figures;
+        match self {
+            Self::Latency(l, q) => latency(&f.latency, l, q),
+            Self::DeliveryAvailability => Observation {
+                value: f.availability.delivery,
+                samples: f.volume.delivered + f.correctness.lost + f.correctness.late,
+            },
+            Self::PublishAvailability => Observation {
+                value: f.availability.publish,
+                samples: f.volume.attempted,
+            },
+            Self::PublishThroughput => Observation {
+                value: Some(f.volume.achieved_publish_rate),
+                samples: f.volume.published,
+            },
+            Self::DeliveryThroughput => Observation {
+                value: Some(f.volume.achieved_delivery_rate),
+                samples: f.volume.delivered,
+            },
+            Self::Cpu => Observation {
+                value: f.compute.cpu_percent.map(|p| p / 100.0),
+                samples: f.compute.samples,
+            },
+            Self::Rss => Observation {
+                value: f.compute.rss_bytes.map(|b| b as f64),
+                samples: f.compute.samples,
+            },
+            Self::Correctness(c) => Observation {
+                value: Some(counter(&f.correctness, c)),
+                samples: f.volume.delivered + f.correctness.lost + f.correctness.late,
+            },
+        }
+    }
+
+    /// One interval's value.
+    pub fn of_interval(self, i: &IntervalFigures) -> Observation {
+        match self {
+            Self::Latency(l, q) => latency(&i.latency, l, q),
+            Self::DeliveryAvailability => Observation {
+                value: i.availability.delivery,
+                samples: i.volume.delivered + i.correctness.lost + i.correctness.late,
+            },
+            Self::PublishAvailability => Observation {
+                value: i.availability.publish,
+                samples: i.volume.attempted,
+            },
+            Self::PublishThroughput => Observation {
+                value: Some(i.volume.achieved_publish_rate),
+                samples: i.volume.published,
+            },
+            Self::DeliveryThroughput => Observation {
+                value: Some(i.volume.achieved_delivery_rate),
+                samples: i.volume.delivered,
+            },
+            Self::Cpu => Observation {
+                value: i.compute.cpu_percent.map(|p| p / 100.0),
+                samples: u64::from(i.compute.cpu_percent.is_some()),
+            },
+            Self::Rss => Observation {
+                value: i.compute.rss_bytes.map(|b| b as f64),
+                samples: u64::from(i.compute.rss_bytes.is_some()),
+            },
+            Self::Correctness(c) => Observation {
+                value: Some(counter(&i.correctness, c)),
+                samples: i.volume.delivered + i.correctness.lost + i.correctness.late,
+            },
+        }
+    }
+
+    /// The Prometheus selector of the metric the signal is exported as (see
+    /// `results/README.md`, "OpenMetrics"), without the scenario matcher:
+    /// `(metric name, label matchers)`.
+    pub fn metric(self) -> (&'static str, Vec<(&'static str, &'static str)>) {
+        match self {
+            Self::Latency(l, q) => {
+                let name = match l {
+                    Latency::E2e => "brokerbench_e2e_latency_quantile_seconds",
+                    Latency::E2eUncorrected => {
+                        "brokerbench_e2e_uncorrected_latency_quantile_seconds"
+                    }
+                    Latency::PublishAck => "brokerbench_publish_ack_latency_quantile_seconds",
+                    Latency::PublishAckUncorrected => {
+                        "brokerbench_publish_ack_uncorrected_latency_quantile_seconds"
+                    }
+                    Latency::SendDelay => "brokerbench_send_delay_quantile_seconds",
+                };
+                let quantile = match q {
+                    Quantile::P50 => "0.5",
+                    Quantile::P90 => "0.9",
+                    Quantile::P99 => "0.99",
+                    Quantile::P999 => "0.999",
+                    Quantile::Max => "1.0",
+                };
+                (name, vec![("quantile", quantile)])
+            }
+            Self::DeliveryAvailability => (
+                "brokerbench_availability_ratio",
+                vec![("operation", "delivery")],
+            ),
+            Self::PublishAvailability => (
+                "brokerbench_availability_ratio",
+                vec![("operation", "publish")],
+            ),
+            Self::PublishThroughput => ("brokerbench_publish_rate", vec![]),
+            Self::DeliveryThroughput => ("brokerbench_delivery_rate", vec![]),
+            Self::Cpu => ("brokerbench_broker_cpu_ratio", vec![]),
+            Self::Rss => ("brokerbench_broker_resident_memory_bytes", vec![]),
+            Self::Correctness(c) => {
+                let kind = COUNTERS
+                    .iter()
+                    .find(|(_, k)| *k == c)
+                    .map_or("lost", |(n, _)| n);
+                (
+                    "brokerbench_correctness_anomalies_total",
+                    vec![("kind", kind)],
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Latency(l, q) => {
+                let l = LATENCIES
+                    .iter()
+                    .find(|(_, x)| x == l)
+                    .map_or("?", |(n, _)| n);
+                let q = QUANTILES
+                    .iter()
+                    .find(|(_, x)| x == q)
+                    .map_or("?", |(n, _)| n);
+                write!(f, "{l}.{q}")
+            }
+            Self::DeliveryAvailability => f.write_str("delivery.availability"),
+            Self::PublishAvailability => f.write_str("publish.availability"),
+            Self::PublishThroughput => f.write_str("throughput"),
+            Self::DeliveryThroughput => f.write_str("delivery.throughput"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Rss => f.write_str("rss"),
+            Self::Correctness(c) => f.write_str(
+                COUNTERS
+                    .iter()
+                    .find(|(_, x)| x == c)
+                    .map_or("?", |(n, _)| n),
+            ),
+        }
+    }
+}
+
+fn latency(set: &LatencySummaries, l: Latency, q: Quantile) -> Observation {
+    let s: &Summary = match l {
+        Latency::E2e => &set.e2e,
+        Latency::E2eUncorrected => &set.e2e_uncorrected,
+        Latency::PublishAck => &set.publish_ack,
+        Latency::PublishAckUncorrected => &set.publish_ack_uncorrected,
+        Latency::SendDelay => &set.send_delay,
+    };
+    let us = match q {
+        Quantile::P50 => s.p50_us,
+        Quantile::P90 => s.p90_us,
+        Quantile::P99 => s.p99_us,
+        Quantile::P999 => s.p999_us,
+        Quantile::Max => s.max_us,
+    };
+    Observation {
+        value: us.map(|us| us / 1e6),
+        samples: s.count,
+    }
+}
+
+fn counter(c: &brokerbench_results::record::CorrectnessFigures, which: Counter) -> f64 {
+    (match which {
+        Counter::Lost => c.lost,
+        Counter::Duplicated => c.duplicated,
+        Counter::Reordered => c.reordered,
+        Counter::Phantom => c.phantom,
+        Counter::Late => c.late,
+    }) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for name in [
+            "e2e.p99",
+            "e2e_uncorrected.max",
+            "publish.p50",
+            "send_delay.p999",
+            "delivery.availability",
+            "publish.availability",
+            "throughput",
+            "delivery.throughput",
+            "cpu",
+            "rss",
+            "lost",
+            "late",
+        ] {
+            let s = Signal::parse(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(s.to_string(), name);
+        }
+        assert_eq!(
+            Signal::parse("availability"),
+            Some(Signal::DeliveryAvailability)
+        );
+        assert_eq!(Signal::parse("e2e.p98"), None);
+        assert_eq!(Signal::parse("latency"), None);
+    }
+}

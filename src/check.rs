@@ -1,0 +1,131 @@
+//! `brokerbench check`: evaluate a stored run record's alert rules (or a rules file)
+//! again; and the exit-code gate `run` shares with it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use brokerbench_alerts::{
+    Severity, Verdict, evaluate, read_rules_file, render_junit, render_verdicts, rules_from_json,
+    worst,
+};
+use brokerbench_results::RunRecord;
+
+use crate::exit;
+
+/// The severity at which a verdict fails the command (`--fail-on`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// Exit 1 when a rule reaches warning or critical.
+    Warning,
+    /// Exit 1 when a rule reaches critical.
+    #[default]
+    Critical,
+    /// Report the verdicts but never fail on them (benchmarking, not gating).
+    Never,
+}
+
+impl FailOn {
+    /// The lowest failing severity; `None` for `never`.
+    pub fn severity(self) -> Option<Severity> {
+        match self {
+            FailOn::Warning => Some(Severity::Warning),
+            FailOn::Critical => Some(Severity::Critical),
+            FailOn::Never => None,
+        }
+    }
+}
+
+/// Flags of `brokerbench check`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The run record to evaluate.
+    #[arg(value_name = "RECORD.json")]
+    record: PathBuf,
+    /// Evaluate the [[alerts]] tables of this TOML file instead of the rules stored in
+    /// the record (a rules file, or a scenario file).
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+    /// Exit 1 when a rule reaches this severity.
+    #[arg(long, value_enum, default_value_t = FailOn::Critical)]
+    fail_on: FailOn,
+    /// Also write the verdicts as JUnit XML (one testcase per rule).
+    #[arg(long, value_name = "PATH")]
+    junit: Option<PathBuf>,
+    /// Print the verdicts as JSON (the record's `verdicts` shape) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Evaluates the record.
+pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
+    let record = match RunRecord::read(&args.record) {
+        Ok(r) => r,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(exit::harness_failure());
+        }
+    };
+    let rules = match &args.rules {
+        Some(path) => read_rules_file(path),
+        None => rules_from_json(&record.alert_rules),
+    };
+    let rules = match rules {
+        Ok(rules) => rules,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(exit::harness_failure());
+        }
+    };
+    if rules.is_empty() {
+        eprintln!(
+            "note: {} has no alert rules; pass --rules FILE to evaluate it against some",
+            args.record.display()
+        );
+    }
+    let verdicts = evaluate(&record, &rules);
+    if args.json {
+        let json: Vec<_> = verdicts.iter().map(Verdict::to_json).collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!(
+            "{} on {} (run {}, {})",
+            record.scenario_name,
+            record.backend.name,
+            record.run_id,
+            args.record.display()
+        );
+        print!("{}", render_verdicts(&verdicts));
+    }
+    finish(&record, &verdicts, args.fail_on, args.junit.as_deref())
+}
+
+/// Writes the JUnit file if asked and maps the verdicts to an exit code: 1 when one is at
+/// or above `fail_on`, else 0.
+///
+/// # Errors
+/// When the JUnit file cannot be written.
+pub fn finish(
+    record: &RunRecord,
+    verdicts: &[Verdict],
+    fail_on: FailOn,
+    junit: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(path) = junit {
+        let suite = format!(
+            "{} on {} (run {})",
+            record.scenario_name, record.backend.name, record.run_id
+        );
+        let xml = render_junit(&suite, verdicts, fail_on.severity());
+        crate::report::write_output(path, xml.as_bytes())
+            .with_context(|| format!("cannot write the JUnit report {}", path.display()))?;
+    }
+    let worst = worst(verdicts);
+    if let Some(failing) = fail_on.severity() {
+        if worst >= failing {
+            eprintln!("alerts: {worst} (fails at --fail-on {failing})");
+            return Ok(exit::alert_fired());
+        }
+    }
+    Ok(exit::PASSED)
+}
