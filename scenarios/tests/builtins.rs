@@ -233,14 +233,19 @@ fn every_builtin_expands_into_a_matching_plan() {
 fn builtins_require_only_what_they_use() {
     use brokerbench_adapters::Capability;
     for name in brokerbench_scenarios::builtin::names() {
-        let plan = brokerbench_scenarios::builtin::get(name).unwrap().plan("r1");
+        let plan = brokerbench_scenarios::builtin::get(name)
+            .unwrap()
+            .plan("r1");
         let needed = brokerbench_bench::required_capabilities(&plan);
         assert_eq!(
             needed.contains(Capability::Replay),
             name == "offline-catchup",
             "{name}: {needed}"
         );
-        assert!(!needed.contains(Capability::KeyOrdering), "{name}: {needed}");
+        assert!(
+            !needed.contains(Capability::KeyOrdering),
+            "{name}: {needed}"
+        );
         assert_eq!(
             needed.contains(Capability::Competing),
             name == "work-queue",

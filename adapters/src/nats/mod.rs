@@ -28,11 +28,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use self::client::{Connection, Target};
-use crate::nats_client as client;
 use crate::backend::{Backend, ConnectOptions, RunTopology};
 use crate::capability::{Capabilities, Capability};
 use crate::error::AdapterError;
 use crate::kind::BackendKind;
+use crate::nats_client as client;
 use crate::publish::Producer;
 use crate::subscription::{Subscription, SubscriptionSpec};
 
