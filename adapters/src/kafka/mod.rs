@@ -147,6 +147,11 @@ pub fn group_id(topic: &str, group: &str) -> String {
 pub struct KafkaBackend {
     shared: Arc<Shared>,
     server_version: Option<String>,
+    /// The one librdkafka producer every [`Producer`] of this backend publishes through,
+    /// made on first use. librdkafka clients are thread-safe and heavy (threads, buffers
+    /// and connections of their own); one per process is what Kafka's clients
+    /// recommend, and a run with hundreds of producers would otherwise drown in threads.
+    publisher: tokio::sync::OnceCell<producer::KafkaPublisher>,
 }
 
 impl KafkaBackend {
@@ -197,6 +202,7 @@ impl KafkaBackend {
         Ok(KafkaBackend {
             shared,
             server_version,
+            publisher: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -301,7 +307,11 @@ impl Backend for KafkaBackend {
 
     fn producer(&self) -> BoxFuture<'_, Result<Producer, AdapterError>> {
         Box::pin(async move {
-            let publisher = producer::KafkaPublisher::new(self.shared.clone()).await?;
+            let publisher = self
+                .publisher
+                .get_or_try_init(|| producer::KafkaPublisher::new(self.shared.clone()))
+                .await?
+                .clone();
             Ok(Producer::new(
                 Arc::new(publisher),
                 BackendKind::Kafka,
