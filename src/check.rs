@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use brokerbench_alerts::{
-    Severity, Verdict, evaluate, read_rules_file, render_junit, render_verdicts, rules_from_json,
-    worst,
+    Notifier, NotifyFormat, Severity, Verdict, evaluate, read_rules_file, render_junit,
+    render_verdicts, rules_from_json, worst,
 };
 use brokerbench_results::RunRecord;
 
@@ -36,6 +36,64 @@ impl FailOn {
     }
 }
 
+/// The environment variable holding the bearer token for `--notify` (never stored).
+pub const NOTIFY_TOKEN_ENV: &str = "BROKERBENCH_NOTIFY_BEARER_TOKEN";
+
+/// The payload shapes of `--notify`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NotifyShape {
+    /// Alertmanager API v2: POST <URL>/api/v2/alerts with a JSON array of alerts.
+    #[default]
+    Alertmanager,
+    /// Any webhook: POST <URL> with Alertmanager's webhook payload (version "4").
+    Webhook,
+}
+
+/// `--notify` flags, shared by `run` and `check`.
+#[derive(Debug, clap::Args)]
+pub struct NotifyArgs {
+    /// Post the firing alerts (warning and critical) to this Alertmanager base URL
+    /// (http:// only), or to this webhook with --notify-format webhook. A bearer token
+    /// is read from BROKERBENCH_NOTIFY_BEARER_TOKEN. A failed notification is printed
+    /// and does not change the exit code.
+    #[arg(long, value_name = "URL")]
+    notify: Option<String>,
+    /// The payload shape of --notify.
+    #[arg(long, value_enum, default_value_t = NotifyShape::Alertmanager, requires = "notify")]
+    notify_format: NotifyShape,
+}
+
+/// Posts the firing verdicts if `--notify` was given and prints what happened on stderr.
+/// Blocking (bounded by the notifier's timeouts); a failure is printed, never returned,
+/// so the exit code stays the evaluation's.
+pub fn notify(record: &RunRecord, verdicts: &[Verdict], args: &NotifyArgs) {
+    let Some(url) = &args.notify else {
+        return;
+    };
+    let format = match args.notify_format {
+        NotifyShape::Alertmanager => NotifyFormat::Alertmanager,
+        NotifyShape::Webhook => NotifyFormat::Webhook,
+    };
+    let notifier = match Notifier::new(url, format) {
+        Ok(n) => n.bearer_token(std::env::var(NOTIFY_TOKEN_ENV).ok()),
+        Err(err) => {
+            eprintln!("notify: error: {err}");
+            return;
+        }
+    };
+    match notifier.send(record, verdicts) {
+        Ok(None) => eprintln!("notify: no alert fires; nothing sent to {}", notifier.url()),
+        Ok(Some(sent)) => eprintln!(
+            "notify: posted {} firing alert{} to {} (HTTP {})",
+            sent.alerts,
+            if sent.alerts == 1 { "" } else { "s" },
+            sent.url,
+            sent.status
+        ),
+        Err(err) => eprintln!("notify: error: {err} (the exit code is unchanged)"),
+    }
+}
+
 /// Flags of `brokerbench check`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -55,6 +113,8 @@ pub struct Args {
     /// Print the verdicts as JSON (the record's `verdicts` shape) instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    notify: NotifyArgs,
 }
 
 /// Evaluates the record.
@@ -97,6 +157,7 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
         );
         print!("{}", render_verdicts(&verdicts));
     }
+    notify(&record, &verdicts, &args.notify);
     finish(&record, &verdicts, args.fail_on, args.junit.as_deref())
 }
 

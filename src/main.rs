@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod alerts;
 mod backends;
 mod broker;
+mod capacity;
 mod check;
 mod compare;
 mod embedded;
@@ -73,6 +74,9 @@ enum Command {
     Check(check::Args),
     /// Alert rules: export them as Prometheus alerting rules (with promtool tests).
     Alerts(alerts::Args),
+    /// Step the offered rate up with real runs until the SLA breaks; report the break
+    /// point, the curve and call-volume thresholds.
+    Capacity(capacity::Args),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Command::Export(args) => report(export::main(&args)),
         Command::Check(args) => report(check::main(&args)),
         Command::Alerts(args) => report(alerts::main(&args)),
+        Command::Capacity(args) => block_on(capacity::main(args)),
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Args {
     /// Also write the alert verdicts as JUnit XML (one testcase per rule).
     #[arg(long, value_name = "PATH")]
     junit: Option<PathBuf>,
+    #[command(flatten)]
+    notify: crate::check::NotifyArgs,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -99,56 +101,15 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
 
-    // The environment is read once; the adapter crate's resolution rules apply to it.
-    let from_env = args.backend.env_var().and_then(|v| std::env::var(v).ok());
-    let configured =
-        args.url.is_some() || from_env.as_deref().is_some_and(|u| !u.trim().is_empty());
-    let (target, url) = match args.backend {
-        _ if args.containers => match start_container(args.backend).await {
-            Ok(target) => target,
+    let connection =
+        match Connection::open(args.backend, args.url.as_deref(), args.containers).await {
+            Ok(c) => c,
             Err(err) => {
-                eprintln!("error: {err}");
-                return Ok(exit::harness_failure());
-            }
-        },
-        BackendKind::Reference if !configured => {
-            let broker = EmbeddedBroker::start().await?;
-            let url = broker.url().to_string();
-            (Target::Embedded(Box::new(broker)), url)
-        }
-        kind => {
-            let url = kind.resolve_url_with(args.url.as_deref(), |_| from_env);
-            (Target::Remote(local_broker_pid(kind, &url)), url)
-        }
-    };
-    let backend: Arc<dyn Backend> =
-        match brokerbench_adapters::connect(args.backend, &url, ConnectOptions::new()).await {
-            Ok(b) => Arc::from(b),
-            Err(err) => {
-                eprintln!("error: {err}");
+                eprintln!("error: {err:#}");
                 return Ok(exit::harness_failure());
             }
         };
-    let broker_pid = match &target {
-        Target::Embedded(b) => Some(b.pid()),
-        Target::Remote(pid) => *pid,
-        #[cfg(feature = "containers")]
-        Target::Container(_) => None,
-    };
-    let mut setup_notes = Vec::new();
-    match &target {
-        Target::Remote(None) => setup_notes.push(format!(
-            "broker CPU and memory were not sampled: no process of this machine was found listening on {}",
-            endpoint::redact(&url)
-        )),
-        #[cfg(feature = "containers")]
-        Target::Container(broker) => setup_notes.push(format!(
-            "the broker ran in a container ({}); its CPU and memory were not sampled",
-            broker.image()
-        )),
-        _ => {}
-    }
-    let url = endpoint::redact(&url);
+    let url = connection.url.clone();
 
     let run_id = run_id();
     let plan = scenario.plan(&run_id);
@@ -171,9 +132,9 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     );
     let outcome = brokerbench_bench::run(
         &plan,
-        backend.clone(),
+        connection.backend.clone(),
         RunOptions {
-            broker_pid,
+            broker_pid: connection.broker_pid,
             cancel: cancel.clone(),
             progress: Some(progress_tx),
         },
@@ -185,47 +146,17 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         Ok(outcome) => outcome,
         Err(err) => {
             eprintln!("error: {err}");
-            if let Target::Embedded(broker) = target {
-                broker.stop().await;
-            }
+            connection.close().await;
             return Ok(exit::harness_failure());
         }
     };
-
-    let mut partial = outcome.partial.clone();
-    if let Target::Embedded(mut broker) = target {
-        if let Some(status) = broker.exited() {
-            partial.get_or_insert_with(|| {
-                format!("the embedded broker died during the run ({status})")
-            });
+    let mut record = connection.record(run_id, &scenario, outcome)?;
+    if let Some(died) = connection.close().await {
+        if !record.partial {
+            record.mark_partial(died);
         }
-        broker.stop().await;
     }
-    let info = RunInfo {
-        run_id,
-        scenario_name: scenario.name.clone(),
-        scenario: scenario
-            .to_json()
-            .context("cannot serialise the scenario")?,
-        alert_rules: serde_json::to_value(&scenario.alerts)
-            .context("cannot serialise the alert rules")?,
-        backend: BackendInfo {
-            name: args.backend.to_string(),
-            url: Some(url),
-            version: backend.server_version(),
-        },
-        host: HostFacts::detect(env!("CARGO_PKG_VERSION")),
-        started_at: outcome.started_at,
-        ended_at: outcome.ended_at,
-    };
-    let mut record = RunRecord::new(info, outcome.figures);
-    record.notes = setup_notes;
-    record.notes.extend(outcome.notes);
-    record.figures.correctness.recovered = outcome.recovered;
-    record.figures.correctness.replayed = outcome.replayed;
-    if let Some(reason) = &partial {
-        record.mark_partial(reason.clone());
-    }
+    let partial = record.partial_reason.clone().filter(|_| record.partial);
     let verdicts = brokerbench_alerts::evaluate(&record, &rules);
     record.verdicts = verdicts
         .iter()
@@ -258,12 +189,150 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         );
         print!("{}", brokerbench_alerts::render_verdicts(&verdicts));
     }
+    // The HTTP post blocks (bounded by its timeouts): keep it off the runtime's workers.
+    tokio::task::block_in_place(|| crate::check::notify(&record, &verdicts, &args.notify));
     let gate = crate::check::finish(&record, &verdicts, args.fail_on, args.junit.as_deref())?;
     if let Some(reason) = partial {
         eprintln!("the run is incomplete: {reason}");
         return Ok(exit::harness_failure());
     }
     Ok(gate)
+}
+
+/// A broker to run against, connected: started in-process (embedded reference broker),
+/// in a container, or found at its URL. `run` uses it for one run, `capacity` for many.
+pub(crate) struct Connection {
+    target: Target,
+    kind: BackendKind,
+    /// The connected backend.
+    pub backend: Arc<dyn Backend>,
+    /// The endpoint, credentials redacted.
+    pub url: String,
+    /// The broker's process on this machine, for CPU and memory figures.
+    pub broker_pid: Option<u32>,
+    /// Notes for the record about the set-up (what could not be sampled).
+    pub setup_notes: Vec<String>,
+}
+
+impl Connection {
+    /// Starts or finds the broker of `kind` and connects to it: `--containers` starts a
+    /// container; `reference` without a URL (flag or environment) starts an embedded
+    /// broker; otherwise the URL resolves as the adapter crate says.
+    ///
+    /// # Errors
+    /// When the broker cannot be started or connected to.
+    pub(crate) async fn open(
+        kind: BackendKind,
+        url: Option<&str>,
+        containers: bool,
+    ) -> anyhow::Result<Self> {
+        // The environment is read once; the adapter crate's resolution rules apply to it.
+        let from_env = kind.env_var().and_then(|v| std::env::var(v).ok());
+        let configured = url.is_some() || from_env.as_deref().is_some_and(|u| !u.trim().is_empty());
+        let (target, url) = match kind {
+            _ if containers => start_container(kind).await?,
+            BackendKind::Reference if !configured => {
+                let broker = EmbeddedBroker::start().await?;
+                let url = broker.url().to_string();
+                (Target::Embedded(Box::new(broker)), url)
+            }
+            kind => {
+                let url = kind.resolve_url_with(url, |_| from_env);
+                (Target::Remote(local_broker_pid(kind, &url)), url)
+            }
+        };
+        let backend: Arc<dyn Backend> =
+            match brokerbench_adapters::connect(kind, &url, ConnectOptions::new()).await {
+                Ok(b) => Arc::from(b),
+                Err(err) => {
+                    if let Target::Embedded(broker) = target {
+                        broker.stop().await;
+                    }
+                    return Err(err.into());
+                }
+            };
+        let broker_pid = match &target {
+            Target::Embedded(b) => Some(b.pid()),
+            Target::Remote(pid) => *pid,
+            #[cfg(feature = "containers")]
+            Target::Container(_) => None,
+        };
+        let mut setup_notes = Vec::new();
+        match &target {
+            Target::Remote(None) => setup_notes.push(format!(
+                "broker CPU and memory were not sampled: no process of this machine was found listening on {}",
+                endpoint::redact(&url)
+            )),
+            #[cfg(feature = "containers")]
+            Target::Container(broker) => setup_notes.push(format!(
+                "the broker ran in a container ({}); its CPU and memory were not sampled",
+                broker.image()
+            )),
+            _ => {}
+        }
+        Ok(Self {
+            target,
+            kind,
+            backend,
+            url: endpoint::redact(&url),
+            broker_pid,
+            setup_notes,
+        })
+    }
+
+    /// The run record of one run of `scenario` over this connection (no verdicts yet);
+    /// partial when the engine says so.
+    ///
+    /// # Errors
+    /// When the scenario or its rules cannot be serialised.
+    pub(crate) fn record(
+        &self,
+        run_id: String,
+        scenario: &Scenario,
+        outcome: brokerbench_bench::RunOutcome,
+    ) -> anyhow::Result<RunRecord> {
+        let info = RunInfo {
+            run_id,
+            scenario_name: scenario.name.clone(),
+            scenario: scenario
+                .to_json()
+                .context("cannot serialise the scenario")?,
+            alert_rules: serde_json::to_value(&scenario.alerts)
+                .context("cannot serialise the alert rules")?,
+            backend: BackendInfo {
+                name: self.kind.to_string(),
+                url: Some(self.url.clone()),
+                version: self.backend.server_version(),
+            },
+            host: HostFacts::detect(env!("CARGO_PKG_VERSION")),
+            started_at: outcome.started_at,
+            ended_at: outcome.ended_at,
+        };
+        let mut record = RunRecord::new(info, outcome.figures);
+        record.notes = self.setup_notes.clone();
+        record.notes.extend(outcome.notes);
+        record.figures.correctness.recovered = outcome.recovered;
+        record.figures.correctness.replayed = outcome.replayed;
+        if let Some(reason) = outcome.partial {
+            record.mark_partial(reason);
+        }
+        Ok(record)
+    }
+
+    /// Stops what was started for the runs (the embedded broker; a container is removed
+    /// when dropped). Returns why the embedded broker died, if it did.
+    pub(crate) async fn close(self) -> Option<String> {
+        match self.target {
+            Target::Embedded(mut broker) => {
+                let died = broker
+                    .exited()
+                    .map(|status| format!("the embedded broker died during the run ({status})"));
+                broker.stop().await;
+                died
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The pid of the process listening on the first loopback endpoint of `url`, so a broker
@@ -298,7 +367,7 @@ async fn start_container(kind: BackendKind) -> anyhow::Result<(Target, String)> 
 }
 
 /// `<UTC yyyymmddThhmmss>-<4 random hex>`: unique, sortable, safe in every broker's names.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let now = time::OffsetDateTime::now_utc();
     format!(
         "{:04}{:02}{:02}t{:02}{:02}{:02}-{:04x}",

@@ -324,3 +324,116 @@ fn exported_rules_pass_promtool() {
         );
     }
 }
+
+#[test]
+fn thresholds_are_recommended_from_history_and_round_trip_through_check() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = scenario(dir.path(), "rec-history", "");
+    let history = dir.path().join("history");
+    for i in 0..5 {
+        let out = format!("history/run{i}.json");
+        let run = brokerbench(
+            &["run", &file, "--duration", "1s", "--out", &out],
+            dir.path(),
+        );
+        assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    }
+    // A partial run and a file that is not a record are skipped, and said so.
+    let mut partial: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(history.join("run0.json")).expect("record"))
+            .expect("json");
+    partial["partial"] = true.into();
+    partial["partial_reason"] = "interrupted by the test".into();
+    std::fs::write(history.join("partial.json"), partial.to_string()).expect("write");
+    std::fs::write(history.join("notes.json"), "{\"x\": 1}").expect("write");
+
+    let args = [
+        "alerts",
+        "recommend",
+        "--history",
+        "history",
+        "--scenario",
+        "rec-history",
+        "--backend",
+        "reference",
+        "--sla-critical",
+        "e2e.p99=1us",
+    ];
+    let out = brokerbench(&args, dir.path());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("from 5 runs under history"), "{stdout}");
+    assert!(stdout.contains("2 skipped"), "{stdout}");
+    assert!(
+        stdout.contains("partial run: interrupted by the test"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("warning = p95 x (1+h)"), "{stdout}");
+    for signal in [
+        "e2e.p50",
+        "e2e.p99",
+        "e2e.p999",
+        "publish.p99",
+        "delivery.availability",
+        "throughput",
+    ] {
+        assert!(
+            stdout.contains(&format!("\n{signal} (")),
+            "{signal}: {stdout}"
+        );
+    }
+    // Broker CPU and memory are sampled once a second: a 1 s run may have no sample, and
+    // then the signal is listed with the reason instead of a rule.
+    for signal in ["cpu", "rss"] {
+        assert!(
+            stdout.contains(&format!("\n{signal} ("))
+                || stdout.contains(&format!("\n{signal}: no rule proposed: ")),
+            "{signal}: {stdout}"
+        );
+    }
+    // The SLA caps critical (and warning) below every run: it would have fired on all.
+    assert!(stdout.contains("critical 1us        = SLA 1us"), "{stdout}");
+    assert!(
+        stdout.contains("would have fired on: warning or worse 5 of 5 runs, critical 5 of 5 runs"),
+        "{stdout}"
+    );
+
+    // TOML out, read back by `check --rules`: every proposed rule is evaluated.
+    let mut toml_args = args.to_vec();
+    toml_args.extend(["--format", "toml"]);
+    let out = brokerbench(&toml_args, dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    std::fs::write(dir.path().join("proposed.toml"), &out.stdout).expect("write");
+    let check = brokerbench(
+        &[
+            "check",
+            "history/run1.json",
+            "--rules",
+            "proposed.toml",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check.stderr));
+    let verdicts: Vec<serde_json::Value> =
+        serde_json::from_slice(&check.stdout).expect("verdicts json");
+    let names: Vec<&str> = verdicts.iter().filter_map(|v| v["rule"].as_str()).collect();
+    assert!(names.len() >= 8, "{names:?}");
+    let p99 = verdicts
+        .iter()
+        .find(|v| v["rule"] == "e2e.p99")
+        .expect("e2e.p99 rule");
+    assert_eq!(p99["severity"], "critical", "{p99}");
+    assert_eq!(p99["threshold"], "1us", "{p99}");
+
+    // Below --min-runs: refused with exit 2 and a reason.
+    let mut few = args.to_vec();
+    few.extend(["--min-runs", "6"]);
+    let out = brokerbench(&few, dir.path());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("only 5 usable runs") && stderr.contains("need at least 6"),
+        "{stderr}"
+    );
+}

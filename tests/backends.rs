@@ -88,9 +88,7 @@ fn a_scenario_runs_on_every_real_backend() {
         let correctness = &record["correctness"];
         assert_eq!(correctness["lost"], 0, "{backend}: {correctness}");
         assert_eq!(correctness["phantom"], 0, "{backend}: {correctness}");
-        let delivered = record["volume"]["delivered"]
-            .as_u64()
-            .unwrap_or(0);
+        let delivered = record["volume"]["delivered"].as_u64().unwrap_or(0);
         assert!(delivered > 0, "{backend}: {}", record["volume"]);
         let url = record["backend"]["url"].as_str().unwrap();
         assert!(

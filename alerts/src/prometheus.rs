@@ -53,9 +53,13 @@ fn promql_string(text: &str) -> String {
 
 /// `BrokerbenchEndToEndLatency` from `end-to-end latency`.
 fn alert_name(rule: &Rule) -> String {
+    alert_name_of(&rule.name)
+}
+
+/// `BrokerbenchEndToEndLatency` from a rule name `end-to-end latency`.
+pub(crate) fn alert_name_of(name: &str) -> String {
     let mut out = String::from("Brokerbench");
-    for word in rule
-        .name
+    for word in name
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|w| !w.is_empty())
     {

@@ -1,0 +1,402 @@
+//! `--notify`: firing alerts posted by `brokerbench run` and `brokerbench check` to a
+//! local HTTP receiver (webhook shape, bearer token, error answers) and to a real
+//! Alertmanager (Debian's `prometheus-alertmanager`).
+
+use std::io::{Read, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "s3cret-token-for-the-test";
+
+fn brokerbench(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_brokerbench"))
+        .args(args)
+        .current_dir(dir)
+        .env("CI", "true")
+        .env("BROKERBENCH_NOTIFY_BEARER_TOKEN", TOKEN)
+        .env_remove("BROKERBENCH_REFERENCE_URL")
+        .output()
+        .expect("brokerbench runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A 1 s scenario with one rule that always fires critical and one that passes.
+fn scenario(dir: &Path) -> String {
+    let path = dir.join("notify.toml");
+    std::fs::write(
+        &path,
+        "name = \"notify-test\"\ndescription = \"notify test\"\nwarmup = \"1s\"\nduration = \"1s\"\ndrain = \"1s\"\n\n\
+         [[workload]]\nname = \"w\"\ntopics = 1\nproducers_per_topic = 1\nsubscribers_per_topic = 1\n\
+         delivery = \"all\"\nsize = 100\nrate = 100\n\n\
+         [[alerts]]\nname = \"median latency\"\nsignal = \"e2e.p50\"\ndirection = \"upper\"\ncritical = \"1us\"\n\
+         runbook_url = \"https://runbooks.example/latency\"\nlabels = { team = \"chat\" }\n\n\
+         [[alerts]]\nname = \"no loss\"\nsignal = \"lost\"\ndirection = \"upper\"\ncritical = 0\n",
+    )
+    .expect("write scenario");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+/// One HTTP request as the receiver saw it.
+#[derive(Debug)]
+struct Request {
+    head: String,
+    body: serde_json::Value,
+}
+
+/// Accepts `count` requests on a free port, answers each with `status`, and sends what
+/// it read on the channel.
+fn receiver(status: u16, count: usize) -> (u16, mpsc::Receiver<Request>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..count {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut data = Vec::new();
+            let mut buf = [0u8; 4096];
+            let (head, body) = loop {
+                let n = stream.read(&mut buf).expect("read request");
+                assert!(n > 0, "connection closed before the request was complete");
+                data.extend_from_slice(&buf[..n]);
+                let s = String::from_utf8_lossy(&data).into_owned();
+                if let Some((head, body)) = s.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().expect("length"))
+                        })
+                        .expect("content-length header");
+                    if body.len() >= len {
+                        break (head.to_owned(), body.to_owned());
+                    }
+                }
+            };
+            let answer = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\nreceived ok"
+            );
+            let _ = stream.write_all(answer.as_bytes());
+            let body = serde_json::from_str(&body).expect("the body is JSON");
+            let _ = tx.send(Request { head, body });
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn run_and_check_post_webhook_payloads_with_the_bearer_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = scenario(dir.path());
+    let (port, requests) = receiver(200, 2);
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let run = brokerbench(
+        &[
+            "run",
+            &file,
+            "--out",
+            "run.json",
+            "--notify",
+            &url,
+            "--notify-format",
+            "webhook",
+        ],
+        dir.path(),
+    );
+    let stderr = text(&run.stderr);
+    // The evaluation decides the exit code: the critical rule fails the run.
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "notify: posted 1 firing alert to {url} (HTTP 200)"
+        )),
+        "{stderr}"
+    );
+    let request = requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the run notified");
+    assert!(
+        request.head.starts_with("POST /hook HTTP/1.1\r\n"),
+        "{}",
+        request.head
+    );
+    assert!(
+        request
+            .head
+            .lines()
+            .any(|l| l == format!("Authorization: Bearer {TOKEN}")),
+        "{}",
+        request.head
+    );
+    let body = &request.body;
+    assert_eq!(body["version"], "4");
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["groupLabels"]["scenario"], "notify-test");
+    let alerts = body["alerts"].as_array().expect("alerts");
+    assert_eq!(alerts.len(), 1, "only the firing rule is posted: {body}");
+    let alert = &alerts[0];
+    assert_eq!(alert["status"], "firing");
+    assert_eq!(alert["labels"]["alertname"], "BrokerbenchMedianLatency");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["labels"]["backend"], "reference");
+    assert_eq!(alert["labels"]["signal"], "e2e.p50");
+    assert_eq!(alert["labels"]["team"], "chat");
+    assert_eq!(
+        alert["annotations"]["runbook_url"],
+        "https://runbooks.example/latency"
+    );
+    let description = alert["annotations"]["description"].as_str().expect("text");
+    assert!(description.contains("> critical 1us"), "{description}");
+    assert_eq!(alert["fingerprint"].as_str().map(str::len), Some(16));
+
+    // The record and the output never hold the token.
+    let record = std::fs::read_to_string(dir.path().join("run.json")).expect("record");
+    assert!(!record.contains(TOKEN));
+    assert!(!stderr.contains(TOKEN) && !text(&run.stdout).contains(TOKEN));
+    let run_id = serde_json::from_str::<serde_json::Value>(&record).expect("json")["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    assert_eq!(alert["labels"]["run_id"], run_id.as_str());
+
+    // `check` posts the same alert again (Alertmanager API shape by default, to the base
+    // URL + /api/v2/alerts).
+    let base = format!("http://127.0.0.1:{port}");
+    let check = brokerbench(&["check", "run.json", "--notify", &base], dir.path());
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check.stderr));
+    let request = requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("check notified");
+    assert!(
+        request.head.starts_with("POST /api/v2/alerts HTTP/1.1\r\n"),
+        "{}",
+        request.head
+    );
+    let alerts = request.body.as_array().expect("a JSON array of alerts");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["labels"]["run_id"], run_id.as_str());
+    assert!(
+        alerts[0]["startsAt"]
+            .as_str()
+            .expect("startsAt")
+            .ends_with('Z')
+    );
+    assert!(alerts[0].get("endsAt").is_none());
+}
+
+#[test]
+fn notification_failures_are_printed_and_keep_the_exit_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = scenario(dir.path());
+    let run = brokerbench(&["run", &file, "--out", "run.json"], dir.path());
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+
+    // A receiver that answers 500.
+    let (port, requests) = receiver(500, 1);
+    let url = format!("http://127.0.0.1:{port}");
+    let check = brokerbench(&["check", "run.json", "--notify", &url], dir.path());
+    let stderr = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "notify: error: {url}/api/v2/alerts answered 500: received ok (the exit code is unchanged)"
+        )),
+        "{stderr}"
+    );
+    requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request arrived");
+
+    // Nobody listening: the port of a listener that is closed again.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{closed}");
+    let check = brokerbench(
+        &["check", "run.json", "--notify", &url, "--fail-on", "never"],
+        dir.path(),
+    );
+    let stderr = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "notify: error: cannot notify {url}/api/v2/alerts: cannot connect to 127.0.0.1:{closed}"
+        )),
+        "{stderr}"
+    );
+
+    // https and credentials in the URL are refused with the reason.
+    let check = brokerbench(
+        &["check", "run.json", "--notify", "https://am.example:9093"],
+        dir.path(),
+    );
+    assert!(
+        text(&check.stderr).contains("https is not supported"),
+        "{}",
+        text(&check.stderr)
+    );
+    let check = brokerbench(
+        &[
+            "check",
+            "run.json",
+            "--notify",
+            "http://admin:hunter2@127.0.0.1:1",
+        ],
+        dir.path(),
+    );
+    let stderr = text(&check.stderr);
+    assert!(
+        stderr.contains("credentials in the URL are not accepted"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+/// An Alertmanager child process, killed on drop.
+struct Alertmanager(Child);
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A GET on 127.0.0.1:`port`: `(status, body)`.
+fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    Ok((status, body))
+}
+
+fn required(tool: &str) -> bool {
+    std::env::var("BROKERBENCH_REQUIRE_TOOLS")
+        .is_ok_and(|v| v.split(',').any(|t| t.trim() == "all" || t.trim() == tool))
+}
+
+#[test]
+fn a_firing_alert_reaches_a_real_alertmanager() {
+    let binary = Path::new("/usr/bin/prometheus-alertmanager");
+    if !binary.exists() {
+        assert!(
+            !required("alertmanager"),
+            "BROKERBENCH_REQUIRE_TOOLS asks for alertmanager but {} is missing (apt-get install prometheus-alertmanager)",
+            binary.display()
+        );
+        let _ = std::io::stderr().write_all(
+            b"SKIPPED a_firing_alert_reaches_a_real_alertmanager: /usr/bin/prometheus-alertmanager not installed (apt-get install prometheus-alertmanager)\n",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n",
+    )
+    .expect("config");
+    let storage = dir.path().join("data");
+    std::fs::create_dir_all(&storage).expect("storage dir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let _alertmanager = Alertmanager(
+        Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", storage.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start alertmanager"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if matches!(get(port, "/-/ready"), Ok((200, _))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alertmanager on 127.0.0.1:{port} not ready within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let file = scenario(dir.path());
+    let run = brokerbench(&["run", &file, "--out", "run.json"], dir.path());
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    let url = format!("http://127.0.0.1:{port}");
+    let check = brokerbench(&["check", "run.json", "--notify", &url], dir.path());
+    let stderr = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "notify: posted 1 firing alert to {url}/api/v2/alerts (HTTP 200)"
+        )),
+        "{stderr}"
+    );
+
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("run.json")).expect("record"),
+    )
+    .expect("json");
+    let run_id = record["run_id"].as_str().expect("run id");
+    let (status, body) = get(port, "/api/v2/alerts").expect("GET /api/v2/alerts");
+    assert_eq!(status, 200, "{body}");
+    let alerts: Vec<serde_json::Value> = serde_json::from_str(&body).expect("alerts JSON");
+    let alert = alerts
+        .iter()
+        .find(|a| a["labels"]["run_id"] == run_id)
+        .unwrap_or_else(|| panic!("no alert of run {run_id} in {body}"));
+    let labels = &alert["labels"];
+    assert_eq!(labels["alertname"], "BrokerbenchMedianLatency");
+    assert_eq!(labels["severity"], "critical");
+    assert_eq!(labels["scenario"], "notify-test");
+    assert_eq!(labels["backend"], "reference");
+    assert_eq!(labels["signal"], "e2e.p50");
+    assert_eq!(labels["team"], "chat");
+    assert_eq!(alert["status"]["state"], "active", "{alert}");
+    assert!(
+        alert["annotations"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("> critical 1us")),
+        "{alert}"
+    );
+    let _ = std::io::stderr().write_all(
+        format!(
+            "alertmanager 127.0.0.1:{port} holds: {}\n",
+            serde_json::to_string(alert).unwrap_or_default()
+        )
+        .as_bytes(),
+    );
+}
