@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::text;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -35,43 +37,16 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// The next delivery, failing the test on an error item, an end, or a long wait.
 async fn next(sub: &mut Subscription) -> Delivery {
-    next_within(sub, PATIENCE).await
-}
-
-async fn next_within(sub: &mut Subscription, patience: Duration) -> Delivery {
-    match tokio::time::timeout(patience, sub.next()).await {
-        Ok(Some(Ok(delivery))) => delivery,
-        Ok(Some(Err(e))) => panic!("error item on {}: {e}", sub.topic()),
-        Ok(None) => panic!("stream of {} ended", sub.topic()),
-        Err(_) => panic!("nothing delivered on {} within {patience:?}", sub.topic()),
-    }
+    common::next_within(sub, PATIENCE).await
 }
 
 /// Whether nothing arrives for a while.
 async fn stays_quiet(sub: &mut Subscription) -> bool {
-    match tokio::time::timeout(QUIET, sub.next()).await {
-        Err(_) => true,
-        Ok(Some(Ok(d))) => {
-            eprintln!("unexpected delivery: {d:?}");
-            false
-        }
-        Ok(other) => {
-            eprintln!("unexpected stream item: {other:?}");
-            false
-        }
-    }
+    common::quiet_for(sub, QUIET).await
 }
 
-/// The error `connect` returns (a backend is not `Debug`, so no `unwrap_err`).
 async fn connect_err(url: &str, options: ConnectOptions) -> brokerbench_adapters::AdapterError {
-    match connect(KIND, url, options).await {
-        Ok(_) => panic!("connecting to {url} succeeded"),
-        Err(err) => err,
-    }
-}
-
-fn text(d: &Delivery) -> &str {
-    std::str::from_utf8(&d.payload).unwrap()
+    common::connect_err(KIND, url, options).await
 }
 
 /// The backend and a prepared per-test topic.
@@ -273,7 +248,7 @@ async fn manual_acks_nack_redelivers_at_once_and_an_unacked_message_after_the_ac
     assert_eq!(again.sequence, first.sequence);
     sub.ack(&again).await.unwrap();
     // m1 comes back after the 5 s ack wait.
-    let late = next_within(&mut sub, Duration::from_secs(15)).await;
+    let late = common::next_within(&mut sub, Duration::from_secs(15)).await;
     assert_eq!(
         (text(&late), late.attempt, late.redelivered),
         ("m1", Some(2), true)

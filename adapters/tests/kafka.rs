@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::text;
+
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
@@ -72,12 +74,7 @@ fn admin() -> AdminClient<DefaultClientContext> {
 
 /// The next delivery, failing the test on an error item, an end, or a long wait.
 async fn next(sub: &mut Subscription) -> Delivery {
-    match tokio::time::timeout(PATIENCE, sub.next()).await {
-        Ok(Some(Ok(delivery))) => delivery,
-        Ok(Some(Err(e))) => panic!("error item on {}: {e}", sub.topic()),
-        Ok(None) => panic!("stream of {} ended", sub.topic()),
-        Err(_) => panic!("nothing delivered on {} within {PATIENCE:?}", sub.topic()),
-    }
+    common::next_within(sub, PATIENCE).await
 }
 
 /// The next `n` deliveries.
@@ -91,21 +88,7 @@ async fn take(sub: &mut Subscription, n: usize) -> Vec<Delivery> {
 
 /// Whether nothing arrives for a while.
 async fn stays_quiet(sub: &mut Subscription) -> bool {
-    match tokio::time::timeout(QUIET, sub.next()).await {
-        Err(_) => true,
-        Ok(Some(Ok(d))) => {
-            eprintln!("unexpected delivery: {d:?}");
-            false
-        }
-        Ok(other) => {
-            eprintln!("unexpected stream item: {other:?}");
-            false
-        }
-    }
-}
-
-fn text(d: &Delivery) -> &str {
-    std::str::from_utf8(&d.payload).unwrap()
+    common::quiet_for(sub, QUIET).await
 }
 
 /// Publishes `requests` pipelined (all in flight at once) and checks every one is Ok.

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::text;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -30,39 +32,16 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// The next delivery, failing the test on an error item, an end, or a long wait.
 async fn next(sub: &mut Subscription) -> Delivery {
-    match tokio::time::timeout(PATIENCE, sub.next()).await {
-        Ok(Some(Ok(delivery))) => delivery,
-        Ok(Some(Err(e))) => panic!("error item on {}: {e}", sub.topic()),
-        Ok(None) => panic!("stream of {} ended", sub.topic()),
-        Err(_) => panic!("nothing delivered on {} within {PATIENCE:?}", sub.topic()),
-    }
+    common::next_within(sub, PATIENCE).await
 }
 
 /// Whether nothing arrives for a while.
 async fn stays_quiet(sub: &mut Subscription) -> bool {
-    match tokio::time::timeout(QUIET, sub.next()).await {
-        Err(_) => true,
-        Ok(Some(Ok(d))) => {
-            eprintln!("unexpected delivery: {d:?}");
-            false
-        }
-        Ok(other) => {
-            eprintln!("unexpected stream item: {other:?}");
-            false
-        }
-    }
+    common::quiet_for(sub, QUIET).await
 }
 
-/// The error `connect` returns (a backend is not `Debug`, so no `unwrap_err`).
 async fn connect_err(url: &str, options: ConnectOptions) -> brokerbench_adapters::AdapterError {
-    match connect(KIND, url, options).await {
-        Ok(_) => panic!("connecting to {url} succeeded"),
-        Err(err) => err,
-    }
-}
-
-fn text(d: &Delivery) -> &str {
-    std::str::from_utf8(&d.payload).unwrap()
+    common::connect_err(KIND, url, options).await
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::text;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -29,27 +31,12 @@ const QUIET: Duration = Duration::from_millis(500);
 
 /// The next delivery, failing the test on an error item, an end, or a long wait.
 async fn next(sub: &mut Subscription) -> Delivery {
-    match tokio::time::timeout(PATIENCE, sub.next()).await {
-        Ok(Some(Ok(delivery))) => delivery,
-        Ok(Some(Err(e))) => panic!("error item on {}: {e}", sub.topic()),
-        Ok(None) => panic!("stream of {} ended", sub.topic()),
-        Err(_) => panic!("nothing delivered on {} within {PATIENCE:?}", sub.topic()),
-    }
+    common::next_within(sub, PATIENCE).await
 }
 
 /// Whether nothing arrives for a while.
 async fn stays_quiet(sub: &mut Subscription) -> bool {
-    match tokio::time::timeout(QUIET, sub.next()).await {
-        Err(_) => true,
-        Ok(other) => {
-            eprintln!("unexpected stream item: {other:?}");
-            false
-        }
-    }
-}
-
-fn text(d: &Delivery) -> &str {
-    std::str::from_utf8(&d.payload).expect("ASCII payload")
+    common::quiet_for(sub, QUIET).await
 }
 
 async fn publish_all(producer: &Producer, requests: impl IntoIterator<Item = PublishRequest>) {

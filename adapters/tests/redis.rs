@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::text;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -119,27 +121,12 @@ async fn consumers(key: &str, group: &str) -> Vec<String> {
 
 /// The next delivery, failing the test on an error item, an end, or a long wait.
 async fn next(sub: &mut Subscription) -> Delivery {
-    match tokio::time::timeout(PATIENCE, sub.next()).await {
-        Ok(Some(Ok(delivery))) => delivery,
-        Ok(Some(Err(e))) => panic!("error item on {}: {e}", sub.topic()),
-        Ok(None) => panic!("stream of {} ended", sub.topic()),
-        Err(_) => panic!("nothing delivered on {} within {PATIENCE:?}", sub.topic()),
-    }
+    common::next_within(sub, PATIENCE).await
 }
 
 /// Whether nothing arrives for a while.
 async fn stays_quiet(sub: &mut Subscription, quiet: Duration) -> bool {
-    match tokio::time::timeout(quiet, sub.next()).await {
-        Err(_) => true,
-        Ok(other) => {
-            eprintln!("unexpected stream item: {other:?}");
-            false
-        }
-    }
-}
-
-fn text(d: &Delivery) -> &str {
-    std::str::from_utf8(&d.payload).unwrap()
+    common::quiet_for(sub, quiet).await
 }
 
 async fn publish(producer: &Producer, topic: &str, payload: impl Into<bytes::Bytes>) {

@@ -13,6 +13,10 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+mod common;
+
+use common::text;
+
 /// How long a test waits for something that should happen promptly.
 const PATIENCE: Duration = Duration::from_secs(10);
 /// How long a test watches for something that should not happen.
@@ -76,31 +80,12 @@ impl Drop for Broker {
 
 /// The next delivery, failing the test on an error item, an end, or a long wait.
 async fn next(sub: &mut Subscription) -> Delivery {
-    match tokio::time::timeout(PATIENCE, sub.next()).await {
-        Ok(Some(Ok(delivery))) => delivery,
-        Ok(Some(Err(e))) => panic!("error item on {}: {e}", sub.topic()),
-        Ok(None) => panic!("stream of {} ended", sub.topic()),
-        Err(_) => panic!("nothing delivered on {} within {PATIENCE:?}", sub.topic()),
-    }
+    common::next_within(sub, PATIENCE).await
 }
 
 /// Whether nothing arrives for a while.
 async fn stays_quiet(sub: &mut Subscription) -> bool {
-    match tokio::time::timeout(QUIET, sub.next()).await {
-        Err(_) => true,
-        Ok(Some(Ok(d))) => {
-            eprintln!("unexpected delivery: {d:?}");
-            false
-        }
-        Ok(other) => {
-            eprintln!("unexpected stream item: {other:?}");
-            false
-        }
-    }
-}
-
-fn text(d: &Delivery) -> &str {
-    std::str::from_utf8(&d.payload).unwrap()
+    common::quiet_for(sub, QUIET).await
 }
 
 async fn publish_all(producer: &Producer, requests: impl IntoIterator<Item = PublishRequest>) {

@@ -69,3 +69,52 @@ pub fn run_id(test: &str) -> String {
         test.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
     )
 }
+
+/// The next delivery within `patience`, failing the test on an error item, the end of the
+/// stream, or a long wait.
+pub async fn next_within(
+    sub: &mut brokerbench_adapters::Subscription,
+    patience: Duration,
+) -> brokerbench_adapters::Delivery {
+    use futures::StreamExt;
+    match tokio::time::timeout(patience, sub.next()).await {
+        Ok(Some(Ok(delivery))) => delivery,
+        Ok(Some(Err(e))) => panic!("error item on {}: {e}", sub.topic()),
+        Ok(None) => panic!("stream of {} ended", sub.topic()),
+        Err(_) => panic!("nothing delivered on {} within {patience:?}", sub.topic()),
+    }
+}
+
+/// Whether nothing arrives on `sub` for `quiet`; anything that does is printed.
+pub async fn quiet_for(sub: &mut brokerbench_adapters::Subscription, quiet: Duration) -> bool {
+    use futures::StreamExt;
+    match tokio::time::timeout(quiet, sub.next()).await {
+        Err(_) => true,
+        Ok(Some(Ok(d))) => {
+            eprintln!("unexpected delivery: {d:?}");
+            false
+        }
+        Ok(other) => {
+            eprintln!("unexpected stream item: {other:?}");
+            false
+        }
+    }
+}
+
+/// The error `connect` returns for `kind` at `url` (a backend is not `Debug`, so no
+/// `unwrap_err`).
+pub async fn connect_err(
+    kind: BackendKind,
+    url: &str,
+    options: ConnectOptions,
+) -> brokerbench_adapters::AdapterError {
+    match connect(kind, url, options).await {
+        Ok(_) => panic!("connecting to {url} succeeded"),
+        Err(err) => err,
+    }
+}
+
+/// A delivery's payload as text.
+pub fn text(d: &brokerbench_adapters::Delivery) -> &str {
+    std::str::from_utf8(&d.payload).expect("payload is UTF-8")
+}
