@@ -33,13 +33,12 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut all_up = true;
     for kind in kinds {
-        let url = kind.resolve_url(None);
-        let source = match kind.env_var() {
-            Some(var) if std::env::var(var).is_ok_and(|v| !v.trim().is_empty()) => {
-                format!("from {var}")
-            }
-            Some(var) => format!("default; set {var} or pass --url to change it"),
-            None => "no endpoint".to_owned(),
+        let from_env = crate::run::env_url(kind);
+        let url = kind.resolve_url_with(None, |_| from_env.clone());
+        let source = match (kind.env_var(), &from_env) {
+            (Some(var), Some(_)) => format!("from {var}"),
+            (Some(var), None) => format!("default; set {var} or pass --url to change it"),
+            (None, _) => "no endpoint".to_owned(),
         };
         println!("{kind}");
         println!("  url           {} ({source})", endpoint::redact(&url));
@@ -51,10 +50,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         if args.offline {
             continue;
         }
-        let configured = kind
-            .env_var()
-            .is_some_and(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()));
-        if kind == BackendKind::Reference && !configured {
+        if kind == BackendKind::Reference && from_env.is_none() {
             println!(
                 "  status        embedded: `brokerbench run` starts its own reference broker unless a URL is configured"
             );

@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use brokerbench_adapters::BackendKind;
-use brokerbench_alerts::{Direction, Signal, format_value, parse_rules, signal::Unit};
+use brokerbench_alerts::signal::{Latency, Quantile, Unit};
+use brokerbench_alerts::{Direction, Signal, format_value, parse_rules};
 use brokerbench_bench::RunOptions;
 use brokerbench_results::RunRecord;
+use brokerbench_results::collector::SATURATION_TOLERANCE;
 use brokerbench_scenarios::Scenario;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -25,8 +27,6 @@ use tokio_util::sync::CancellationToken;
 use crate::exit;
 use crate::run::{Connection, run_id};
 
-/// The achieved rate may lag the offered rate by this share before a step is broken.
-const SATURATION: f64 = 0.05;
 /// The availability target without a flag or a rule.
 const DEFAULT_AVAILABILITY: f64 = 0.999;
 
@@ -43,10 +43,10 @@ pub struct Args {
     #[arg(long)]
     url: Option<String>,
     /// First offered rate [default: the scenario's rate].
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, value_parser = brokerbench_scenarios::parse_rate)]
     start: Option<f64>,
     /// Highest offered rate to try.
-    #[arg(long, value_parser = parse_rate, default_value = "1M")]
+    #[arg(long, value_parser = brokerbench_scenarios::parse_rate, default_value = "1M")]
     max: f64,
     /// Factor between steps while no step has broken (> 1).
     #[arg(long, default_value_t = 2.0)]
@@ -73,10 +73,6 @@ pub struct Args {
     /// Write the curve and the result as JSON here.
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
-}
-
-fn parse_rate(text: &str) -> Result<f64, String> {
-    brokerbench_scenarios::parse_rate(text)
 }
 
 fn parse_sla(text: &str, signal: &str) -> Result<f64, String> {
@@ -142,7 +138,7 @@ impl Step {
             _ => {}
         }
         let achieved = f.volume.achieved_publish_rate;
-        if achieved < f.volume.offered_rate * (1.0 - SATURATION) {
+        if f.volume.saturated {
             reasons.push(format!(
                 "achieved {} < 95% of offered {}",
                 format_value(achieved, Unit::Rate),
@@ -241,17 +237,21 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         Ok(r) => r,
         Err(err) => return fail(format!("scenario {}: {err}", scenario.name)),
     };
-    let rule_threshold = |signals: &[&str]| {
+    let rule_threshold = |signals: &[Signal]| {
         rules
             .iter()
-            .filter(|r| signals.iter().any(|s| Signal::parse(s) == Some(r.signal)))
+            .filter(|r| signals.contains(&r.signal))
             .find_map(|r| r.critical)
     };
     let criteria = Criteria {
-        p99: args.p99.or_else(|| rule_threshold(&["e2e.p99"])),
+        p99: args
+            .p99
+            .or_else(|| rule_threshold(&[Signal::Latency(Latency::E2e, Quantile::P99)])),
         availability: args
             .availability
-            .or_else(|| rule_threshold(&["delivery.availability", "publish.availability"]))
+            .or_else(|| {
+                rule_threshold(&[Signal::DeliveryAvailability, Signal::PublishAvailability])
+            })
             .unwrap_or(DEFAULT_AVAILABILITY),
     };
     let start = args
@@ -483,7 +483,7 @@ impl CapacityResult {
             "criteria": {
                 "p99_s": self.criteria.p99,
                 "availability": self.criteria.availability,
-                "max_saturation": SATURATION,
+                "max_saturation": SATURATION_TOLERANCE,
             },
             "curve": self.steps.iter().map(|s| json!({
                 "offered_rate": s.offered,

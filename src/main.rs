@@ -74,7 +74,8 @@ enum Command {
     /// Evaluate a stored run record's alert rules (or a rules file) again; exit 1 when
     /// one reaches --fail-on.
     Check(check::Args),
-    /// Alert rules: export them as Prometheus alerting rules (with promtool tests).
+    /// Alert rules: export them as Prometheus alerting rules (with promtool tests), or
+    /// recommend thresholds from a history of runs.
     Alerts(alerts::Args),
     /// Step the offered rate up with real runs until the SLA breaks; report the break
     /// point, the curve and call-volume thresholds.

@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long)]
     containers: bool,
     /// Total offered rate in msgs/s (e.g. 5000 or 20k/s); scales every workload.
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, value_parser = brokerbench_scenarios::parse_rate)]
     rate: Option<f64>,
     /// Length of the measured phase (e.g. 30s, 2m).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -61,10 +61,6 @@ pub struct Args {
     junit: Option<PathBuf>,
     #[command(flatten)]
     notify: crate::check::NotifyArgs,
-}
-
-fn parse_rate(text: &str) -> Result<f64, String> {
-    brokerbench_scenarios::parse_rate(text)
 }
 
 /// Where a run's broker lives.
@@ -226,9 +222,8 @@ impl Connection {
         url: Option<&str>,
         containers: bool,
     ) -> anyhow::Result<Self> {
-        // The environment is read once; the adapter crate's resolution rules apply to it.
-        let from_env = kind.env_var().and_then(|v| std::env::var(v).ok());
-        let configured = url.is_some() || from_env.as_deref().is_some_and(|u| !u.trim().is_empty());
+        let from_env = env_url(kind);
+        let configured = url.is_some() || from_env.is_some();
         let (target, url) = match kind {
             _ if containers => start_container(kind).await?,
             BackendKind::Reference if !configured => {
@@ -333,6 +328,15 @@ impl Connection {
             _ => None,
         }
     }
+}
+
+/// The endpoint `kind`'s environment variable (`BROKERBENCH_<BACKEND>_URL`) names, read
+/// once; `None` when it is unset or blank, which [`BackendKind::resolve_url_with`] reads
+/// as "use the default URL". Pass it on as that function's environment.
+pub(crate) fn env_url(kind: BackendKind) -> Option<String> {
+    kind.env_var()
+        .and_then(|var| std::env::var(var).ok())
+        .filter(|url| !url.trim().is_empty())
 }
 
 /// The pid of the process listening on the first loopback endpoint of `url`, so a broker

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::rule::Rule;
+use crate::signal::Observation;
 
 /// How bad a verdict is; ordered `Ok < Warning < Critical`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -141,13 +142,14 @@ fn in_measured_phase(index: u64, duration_s: f64) -> bool {
     (index as f64) + 1.0 <= duration_s + 1e-3
 }
 
-fn level(record: &RunRecord, rule: &Rule, threshold: f64) -> LevelOutcome {
-    let mut out = LevelOutcome::default();
-    let run = rule.signal.of_run(record);
-    out.run_breach = run.samples >= rule.min_samples
-        && run
-            .value
-            .is_some_and(|v| rule.direction.breaches(v, threshold));
+fn level(record: &RunRecord, rule: &Rule, run: Observation, threshold: f64) -> LevelOutcome {
+    let mut out = LevelOutcome {
+        run_breach: run.samples >= rule.min_samples
+            && run
+                .value
+                .is_some_and(|v| rule.direction.breaches(v, threshold)),
+        ..LevelOutcome::default()
+    };
     let mut streak = 0usize;
     for interval in &record.figures.intervals {
         if !in_measured_phase(interval.index, record.figures.duration_s) {
@@ -206,7 +208,7 @@ fn evaluate_rule(record: &RunRecord, rule: &Rule) -> Verdict {
     };
     let levels = rule.levels();
     for &(severity, threshold) in &levels {
-        let outcome = level(record, rule, threshold);
+        let outcome = level(record, rule, run, threshold);
         verdict.intervals_judged = outcome.judged;
         verdict.intervals_breached = outcome.breached;
         verdict.longest_breach = outcome.longest;

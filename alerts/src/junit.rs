@@ -52,33 +52,25 @@ pub fn render_junit(suite: &str, verdicts: &[Verdict], fail_on: Option<Severity>
             escape(&format!("alerts.{}", v.signal)),
             escape(&v.rule)
         );
-        if v.severity == Severity::Ok {
-            let _ = writeln!(
-                out,
-                ">\n      <system-out>{}</system-out>\n    </testcase>",
-                escape(&v.message)
-            );
-        } else if fails(v) {
+        // A verdict that fired says so in its text, whether it fails or not.
+        let text = if v.severity == Severity::Ok {
+            v.message.clone()
+        } else {
+            format!("{}: {}", v.severity.to_string().to_uppercase(), v.message)
+        };
+        if fails(v) {
             let _ = writeln!(
                 out,
                 ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
                 escape(&v.message),
                 v.severity,
-                escape(&format!(
-                    "{}: {}",
-                    v.severity.to_string().to_uppercase(),
-                    v.message
-                ))
+                escape(&text)
             );
         } else {
             let _ = writeln!(
                 out,
                 ">\n      <system-out>{}</system-out>\n    </testcase>",
-                escape(&format!(
-                    "{}: {}",
-                    v.severity.to_string().to_uppercase(),
-                    v.message
-                ))
+                escape(&text)
             );
         }
     }

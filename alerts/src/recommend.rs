@@ -346,7 +346,7 @@ pub fn recommend(
             ),
         });
     }
-    let records: Vec<RunRecord> = history.runs.iter().map(|(_, r)| r.clone()).collect();
+    let records: Vec<&RunRecord> = history.runs.iter().map(|(_, r)| r).collect();
     let mut proposals = Vec::new();
     let mut left_out = Vec::new();
     for name in RECOMMENDED_SIGNALS {

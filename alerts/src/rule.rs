@@ -178,13 +178,13 @@ const FIELDS: &[&str] = &[
 struct Source<'a> {
     path: &'a Path,
     text: &'a str,
-    document: Option<toml_edit::ImDocument<&'a str>>,
 }
 
 impl Source<'_> {
     /// The 1-based line of rule `index`'s `field` (its key), else of the rule's table.
+    /// Only an error needs it, so the spans are parsed here, not for every file.
     fn line(&self, index: usize, field: Option<&str>) -> Option<usize> {
-        let doc = self.document.as_ref()?;
+        let doc = toml_edit::ImDocument::parse(self.text).ok()?;
         let table = doc.get("alerts")?.as_array_of_tables()?.get(index)?;
         let span: Option<Range<usize>> = field
             .and_then(|f| table.get_key_value(f))
@@ -249,12 +249,7 @@ pub fn parse_rules_text(text: &str, path: &Path) -> Result<Vec<Rule>, RuleError>
             path: path.to_owned(),
         });
     }
-    let source = Source {
-        path,
-        text,
-        document: toml_edit::ImDocument::parse(text).ok(),
-    };
-    parse_with(&tables, Some(&source))
+    parse_with(&tables, Some(&Source { path, text }))
 }
 
 /// Validates the rules a run record keeps (`alert_rules`: the scenario's `[[alerts]]`

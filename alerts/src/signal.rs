@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use brokerbench_results::record::{IntervalFigures, LatencySummaries};
+use brokerbench_results::record::{
+    CorrectnessFigures, IntervalFigures, LatencySummaries, VolumeFigures,
+};
 use brokerbench_results::{RunRecord, Summary};
 
 /// The unit of a signal's values (thresholds are converted to it).
@@ -125,6 +127,11 @@ const COUNTERS: [(&str, Counter); 5] = [
     ("late", Counter::Late),
 ];
 
+/// The name `x` has in `table` (every variant is in its table).
+fn name_in<T: PartialEq>(table: &[(&'static str, T)], x: T) -> &'static str {
+    table.iter().find(|(_, t)| *t == x).map_or("?", |(n, _)| n)
+}
+
 /// The signal names a rule may use, for error messages.
 pub const SIGNAL_NAMES: &str = "e2e.p50|p90|p99|p999|max, e2e_uncorrected.*, publish.*, \
 publish_uncorrected.*, send_delay.*, availability, delivery.availability, \
@@ -138,6 +145,21 @@ pub struct Observation {
     pub value: Option<f64>,
     /// How many samples the value stands on (latency samples, operations, CPU samples).
     pub samples: u64,
+}
+
+/// The figures a signal reads, the same for the whole run and for one interval.
+struct Figures<'a> {
+    latency: &'a LatencySummaries,
+    volume: &'a VolumeFigures,
+    correctness: &'a CorrectnessFigures,
+    publish_availability: Option<f64>,
+    delivery_availability: Option<f64>,
+    cpu_percent: Option<f64>,
+    rss_bytes: Option<u64>,
+    /// CPU samples behind `cpu_percent` (an interval has at most one).
+    cpu_samples: u64,
+    /// Memory samples behind `rss_bytes` (an interval has at most one).
+    rss_samples: u64,
 }
 
 impl Signal {
@@ -177,72 +199,49 @@ impl Signal {
     /// The whole run's value.
     pub fn of_run(self, record: &RunRecord) -> Observation {
         let f = &record.figures;
-        match self {
-            Self::Latency(l, q) => latency(&f.latency, l, q),
-            Self::DeliveryAvailability => Observation {
-                value: f.availability.delivery,
-                samples: f.volume.delivered + f.correctness.lost + f.correctness.late,
-            },
-            Self::PublishAvailability => Observation {
-                value: f.availability.publish,
-                samples: f.volume.attempted,
-            },
-            Self::PublishThroughput => Observation {
-                value: Some(f.volume.achieved_publish_rate),
-                samples: f.volume.published,
-            },
-            Self::DeliveryThroughput => Observation {
-                value: Some(f.volume.achieved_delivery_rate),
-                samples: f.volume.delivered,
-            },
-            Self::Cpu => Observation {
-                value: f.compute.cpu_percent.map(|p| p / 100.0),
-                samples: f.compute.samples,
-            },
-            Self::Rss => Observation {
-                value: f.compute.rss_bytes.map(|b| b as f64),
-                samples: f.compute.samples,
-            },
-            Self::Correctness(c) => Observation {
-                value: Some(counter(&f.correctness, c)),
-                samples: f.volume.delivered + f.correctness.lost + f.correctness.late,
-            },
-        }
+        self.observe(&Figures {
+            latency: &f.latency,
+            volume: &f.volume,
+            correctness: &f.correctness,
+            publish_availability: f.availability.publish,
+            delivery_availability: f.availability.delivery,
+            cpu_percent: f.compute.cpu_percent,
+            rss_bytes: f.compute.rss_bytes,
+            cpu_samples: f.compute.samples,
+            rss_samples: f.compute.samples,
+        })
     }
 
     /// One interval's value.
     pub fn of_interval(self, i: &IntervalFigures) -> Observation {
-        match self {
-            Self::Latency(l, q) => latency(&i.latency, l, q),
-            Self::DeliveryAvailability => Observation {
-                value: i.availability.delivery,
-                samples: i.volume.delivered + i.correctness.lost + i.correctness.late,
-            },
-            Self::PublishAvailability => Observation {
-                value: i.availability.publish,
-                samples: i.volume.attempted,
-            },
-            Self::PublishThroughput => Observation {
-                value: Some(i.volume.achieved_publish_rate),
-                samples: i.volume.published,
-            },
-            Self::DeliveryThroughput => Observation {
-                value: Some(i.volume.achieved_delivery_rate),
-                samples: i.volume.delivered,
-            },
-            Self::Cpu => Observation {
-                value: i.compute.cpu_percent.map(|p| p / 100.0),
-                samples: u64::from(i.compute.cpu_percent.is_some()),
-            },
-            Self::Rss => Observation {
-                value: i.compute.rss_bytes.map(|b| b as f64),
-                samples: u64::from(i.compute.rss_bytes.is_some()),
-            },
-            Self::Correctness(c) => Observation {
-                value: Some(counter(&i.correctness, c)),
-                samples: i.volume.delivered + i.correctness.lost + i.correctness.late,
-            },
-        }
+        self.observe(&Figures {
+            latency: &i.latency,
+            volume: &i.volume,
+            correctness: &i.correctness,
+            publish_availability: i.availability.publish,
+            delivery_availability: i.availability.delivery,
+            cpu_percent: i.compute.cpu_percent,
+            rss_bytes: i.compute.rss_bytes,
+            cpu_samples: u64::from(i.compute.cpu_percent.is_some()),
+            rss_samples: u64::from(i.compute.rss_bytes.is_some()),
+        })
+    }
+
+    fn observe(self, f: &Figures<'_>) -> Observation {
+        // Deliveries a subscriber was owed: what delivery availability and the
+        // correctness counters stand on.
+        let owed = f.volume.delivered + f.correctness.lost + f.correctness.late;
+        let (value, samples) = match self {
+            Self::Latency(l, q) => return latency(f.latency, l, q),
+            Self::DeliveryAvailability => (f.delivery_availability, owed),
+            Self::PublishAvailability => (f.publish_availability, f.volume.attempted),
+            Self::PublishThroughput => (Some(f.volume.achieved_publish_rate), f.volume.published),
+            Self::DeliveryThroughput => (Some(f.volume.achieved_delivery_rate), f.volume.delivered),
+            Self::Cpu => (f.cpu_percent.map(|p| p / 100.0), f.cpu_samples),
+            Self::Rss => (f.rss_bytes.map(|b| b as f64), f.rss_samples),
+            Self::Correctness(c) => (Some(counter(f.correctness, c)), owed),
+        };
+        Observation { value, samples }
     }
 
     /// The Prometheus selector of the metric the signal is exported as (see
@@ -283,16 +282,10 @@ impl Signal {
             Self::DeliveryThroughput => ("brokerbench_delivery_rate", vec![]),
             Self::Cpu => ("brokerbench_broker_cpu_ratio", vec![]),
             Self::Rss => ("brokerbench_broker_resident_memory_bytes", vec![]),
-            Self::Correctness(c) => {
-                let kind = COUNTERS
-                    .iter()
-                    .find(|(_, k)| *k == c)
-                    .map_or("lost", |(n, _)| n);
-                (
-                    "brokerbench_correctness_anomalies_total",
-                    vec![("kind", kind)],
-                )
-            }
+            Self::Correctness(c) => (
+                "brokerbench_correctness_anomalies_total",
+                vec![("kind", name_in(&COUNTERS, c))],
+            ),
         }
     }
 }
@@ -301,15 +294,7 @@ impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Latency(l, q) => {
-                let l = LATENCIES
-                    .iter()
-                    .find(|(_, x)| x == l)
-                    .map_or("?", |(n, _)| n);
-                let q = QUANTILES
-                    .iter()
-                    .find(|(_, x)| x == q)
-                    .map_or("?", |(n, _)| n);
-                write!(f, "{l}.{q}")
+                write!(f, "{}.{}", name_in(&LATENCIES, *l), name_in(&QUANTILES, *q))
             }
             Self::DeliveryAvailability => f.write_str("delivery.availability"),
             Self::PublishAvailability => f.write_str("publish.availability"),
@@ -317,12 +302,7 @@ impl fmt::Display for Signal {
             Self::DeliveryThroughput => f.write_str("delivery.throughput"),
             Self::Cpu => f.write_str("cpu"),
             Self::Rss => f.write_str("rss"),
-            Self::Correctness(c) => f.write_str(
-                COUNTERS
-                    .iter()
-                    .find(|(_, x)| x == c)
-                    .map_or("?", |(n, _)| n),
-            ),
+            Self::Correctness(c) => f.write_str(name_in(&COUNTERS, *c)),
         }
     }
 }
@@ -348,7 +328,7 @@ fn latency(set: &LatencySummaries, l: Latency, q: Quantile) -> Observation {
     }
 }
 
-fn counter(c: &brokerbench_results::record::CorrectnessFigures, which: Counter) -> f64 {
+fn counter(c: &CorrectnessFigures, which: Counter) -> f64 {
     (match which {
         Counter::Lost => c.lost,
         Counter::Duplicated => c.duplicated,
