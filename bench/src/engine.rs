@@ -7,8 +7,11 @@
 //! Each task records into its own [`Recorder`]; the collector task merges the 1-second
 //! intervals and samples the broker's CPU and memory.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use brokerbench_adapters::{
@@ -23,6 +26,7 @@ use brokerbench_results::{
     SequenceTracker, snapshot_channel,
 };
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use time::OffsetDateTime;
@@ -356,11 +360,7 @@ pub async fn run(
     if producers.len() > 0xff_ffff {
         return Err(EngineError::Plan("more than 16 million producers".into()));
     }
-    let inbox_topics: Vec<(usize, Arc<str>)> = inboxes
-        .iter()
-        .enumerate()
-        .filter_map(|(pid, inbox)| inbox.clone().map(|name| (pid, name)))
-        .collect();
+    let inbox_topics: Vec<Arc<str>> = inboxes.iter().flatten().cloned().collect();
 
     let mut topology = RunTopology::new(plan.run_id.clone());
     for (topic, name) in plan.topics.iter().zip(&topic_names) {
@@ -370,7 +370,7 @@ pub async fn run(
         }
         topology = topology.topic(spec);
     }
-    for (_, name) in &inbox_topics {
+    for name in &inbox_topics {
         topology = topology.topic(TopicSpec::new(name.to_string()));
     }
     backend.prepare(&topology).await?;
@@ -425,7 +425,7 @@ async fn run_prepared(
     options: &RunOptions,
     shared: &Arc<Shared>,
     topic_names: &[Arc<str>],
-    inbox_topics: &[(usize, Arc<str>)],
+    inbox_topics: &[Arc<str>],
     reply_ids: &[Vec<Option<u32>>],
     started_at: OffsetDateTime,
 ) -> Result<RunOutcome, EngineError> {
@@ -474,37 +474,34 @@ async fn run_prepared(
             }),
             _ => None,
         };
-        let reply = match (sub.reply, reply_ids[*ti][*si]) {
-            (Some(plan), Some(id)) => {
-                let producer = backend.producer().await?;
-                Some((plan, id, producer))
-            }
+        let replier = match (sub.reply, reply_ids[*ti][*si]) {
+            (Some(plan), Some(id)) => Some(Replier::new(plan, id, backend.producer().await?)),
             _ => None,
+        };
+        let role = Role {
+            ack: sub.ack,
+            replier,
+            first_eligible: Vec::new(),
+            absence,
         };
         consumers.push(tokio::spawn(consume(
             shared.clone(),
             *ti,
             subscription,
-            sub.ack,
-            reply,
-            Vec::new(),
-            absence,
+            role,
             Recorder::new(snapshots.clone()),
             stop_consumers.clone(),
         )));
     }
     let mut inbox_consumers = Vec::new();
-    for (k, (_, name)) in inbox_topics.iter().enumerate() {
+    for (k, name) in inbox_topics.iter().enumerate() {
         let spec = SubscriptionSpec::new(name.clone());
         let subscription = backend.subscribe(spec).await?;
         inbox_consumers.push(tokio::spawn(consume(
             shared.clone(),
             plan.topics.len() + k,
             subscription,
-            false,
-            None,
-            Vec::new(),
-            None,
+            Role::default(),
             Recorder::new(snapshots.clone()),
             stop_inboxes.clone(),
         )));
@@ -540,13 +537,14 @@ async fn run_prepared(
     let mut producer_tasks = Vec::new();
     for (id, ((ti, p), handle)) in producer_plans.iter().zip(producer_handles).enumerate() {
         let topic = &plan.topics[*ti];
+        let template = PublishRequest::new(topic_names[*ti].clone(), Bytes::new())
+            .delivery(topic.delivery)
+            .cache(topic.cache);
         producer_tasks.push(tokio::spawn(produce(
             shared.clone(),
             id as u32,
             handle,
-            topic_names[*ti].clone(),
-            topic.delivery,
-            topic.cache,
+            template,
             (*p).clone(),
             pacer.clone(),
             Recorder::new(snapshots.clone()),
@@ -585,25 +583,20 @@ async fn run_prepared(
                             .next_seq
                             .load(Ordering::Acquire);
                     }
-                    let reply = match reply {
+                    let replier = match reply {
                         Some((plan, id)) => match backend.producer().await {
-                            Ok(p) => Some((plan, id, p)),
+                            Ok(p) => Some(Replier::new(plan, id, p)),
                             Err(_) => None,
                         },
                         None => None,
                     };
-                    consume(
-                        shared,
-                        ti,
-                        subscription,
+                    let role = Role {
                         ack,
-                        reply,
-                        first,
-                        None,
-                        recorder,
-                        stop,
-                    )
-                    .await
+                        replier,
+                        first_eligible: first,
+                        absence: None,
+                    };
+                    consume(shared, ti, subscription, role, recorder, stop).await
                 }));
             }
         }
@@ -808,14 +801,14 @@ fn expected_deliveries(plan: &Plan, shared: &Shared) -> Vec<u64> {
     expected
 }
 
+/// Publishes `plan`'s schedule; every request is a copy of `template` (topic, delivery,
+/// cache) with its own payload and key.
 #[allow(clippy::too_many_arguments)]
 async fn produce(
     shared: Arc<Shared>,
     id: u32,
     producer: Producer,
-    topic: Arc<str>,
-    delivery: DeliveryMode,
-    cache: bool,
+    template: PublishRequest,
     plan: crate::plan::ProducerPlan,
     pacer: Arc<Pacer>,
     mut recorder: Recorder,
@@ -837,13 +830,7 @@ async fn produce(
         .as_ref()
         .map(|k| (0..k.count).map(|i| format!("k{i}")).collect())
         .unwrap_or_default();
-    let mut in_flight = FuturesUnordered::new();
-    let mut result = ProducerResult {
-        id,
-        confirmed: SequenceSet::new(),
-        unconfirmed: SequenceSet::new(),
-    };
-    let mut pending_progress = ProgressCount::new();
+    let mut outbox = Outbox::new(id);
     let mut seq = 0u64;
     'schedule: while let Some(due_ns) = schedule.due_ns(seq) {
         let due = clock.epoch + Duration::from_nanos(due_ns);
@@ -851,15 +838,15 @@ async fn produce(
         tokio::pin!(sleep);
         let mut slept = false;
         loop {
-            let full = in_flight.len() >= shared.max_in_flight;
+            let full = outbox.in_flight.len() >= shared.max_in_flight;
             if slept && !full {
                 break;
             }
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break 'schedule,
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    settle(&shared, info, &clock, &mut recorder, &mut result, done, &mut pending_progress);
+                Some(done) = outbox.in_flight.next(), if !outbox.in_flight.is_empty() => {
+                    outbox.settle(&shared, &clock, &mut recorder, done);
                 }
                 _ = &mut sleep, if !slept => slept = true,
             }
@@ -875,80 +862,188 @@ async fn produce(
         let size = plan.size.sample(&mut rng).max(HEADER_LEN);
         let mut payload = Vec::with_capacity(size);
         envelope.encode_into(size, &mut payload);
-        let mut request = PublishRequest::new(topic.clone(), Bytes::from(payload))
-            .delivery(delivery)
-            .cache(cache);
+        let mut request = template.clone();
+        request.payload = Bytes::from(payload);
         if let Some(k) = &plan.keys {
             request = request.key(keys[k.sample(&mut rng) as usize].clone());
         }
         info.next_seq.store(seq + 1, Ordering::Release);
-        let publish = producer.publish(request);
-        in_flight.push(publish.map(move |outcome| (seq, due_ns, sent, outcome)));
+        outbox.push(seq, due_ns, sent, producer.publish(request));
         seq += 1;
     }
-    while let Some(done) = in_flight.next().await {
-        settle(
-            &shared,
-            info,
-            &clock,
-            &mut recorder,
-            &mut result,
-            done,
-            &mut pending_progress,
-        );
-    }
-    pending_progress.flush(&shared.live.published);
+    let result = outbox.finish(&shared, &clock, &mut recorder).await;
     let _ = recorder.finish().await;
     result
 }
 
-/// Records the outcome of one publish.
-fn settle(
-    shared: &Shared,
-    info: &ProducerInfo,
-    clock: &Clock,
-    recorder: &mut Recorder,
-    result: &mut ProducerResult,
-    (seq, due_ns, sent, outcome): (u64, u64, Instant, PublishOutcome),
-    pending_progress: &mut ProgressCount,
-) {
-    let now = Instant::now();
-    let Some(intended) = due_ns.checked_sub(clock.warmup_ns) else {
-        return; // a warm-up message
-    };
-    let now_ns = clock.measured(now).unwrap_or(0);
-    // A message is never sent before it is due, so `sent` is in the measured phase.
-    let sent_ns = clock.measured(sent).unwrap_or(intended).max(intended);
-    match outcome {
-        PublishOutcome::Ok | PublishOutcome::Duplicate => {
-            recorder.record_publish_ok(now_ns, intended, sent_ns);
-            let _ = result.confirmed.insert(seq);
-            info.confirmed.fetch_add(1, Ordering::Relaxed);
-            pending_progress.add(&shared.live.published, now);
+/// What settling a publish needs: its sequence, when it was due (ns since the epoch),
+/// when it was sent, and how it went.
+type Settled = (u64, u64, Instant, PublishOutcome);
+
+/// One publish in flight, carrying what settling it needs. A named future, so the queue of
+/// a producer and that of a receipt sender have one type and a publish is boxed once.
+struct InFlight {
+    seq: u64,
+    due_ns: u64,
+    sent: Instant,
+    publish: BoxFuture<'static, PublishOutcome>,
+}
+
+impl Future for InFlight {
+    type Output = Settled;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Settled> {
+        let this = &mut *self;
+        this.publish
+            .poll_unpin(cx)
+            .map(|outcome| (this.seq, this.due_ns, this.sent, outcome))
+    }
+}
+
+/// The publishes of one producer id (scheduled producer or receipt sender) that are in
+/// flight, and the tally of those settled.
+struct Outbox {
+    in_flight: FuturesUnordered<InFlight>,
+    result: ProducerResult,
+    progress: ProgressCount,
+}
+
+impl Outbox {
+    fn new(id: u32) -> Self {
+        Self {
+            in_flight: FuturesUnordered::new(),
+            result: ProducerResult {
+                id,
+                confirmed: SequenceSet::new(),
+                unconfirmed: SequenceSet::new(),
+            },
+            progress: ProgressCount::new(),
         }
-        PublishOutcome::Failed(_) => {
-            recorder.record_publish_failed(now_ns, intended, sent_ns);
-            let _ = result.unconfirmed.insert(seq);
-            shared.live.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn push(
+        &mut self,
+        seq: u64,
+        due_ns: u64,
+        sent: Instant,
+        publish: BoxFuture<'static, PublishOutcome>,
+    ) {
+        self.in_flight.push(InFlight {
+            seq,
+            due_ns,
+            sent,
+            publish,
+        });
+    }
+
+    /// Records the outcome of one publish.
+    fn settle(
+        &mut self,
+        shared: &Shared,
+        clock: &Clock,
+        recorder: &mut Recorder,
+        (seq, due_ns, sent, outcome): Settled,
+    ) {
+        let now = Instant::now();
+        let Some(intended) = due_ns.checked_sub(clock.warmup_ns) else {
+            return; // a warm-up message
+        };
+        let now_ns = clock.measured(now).unwrap_or(0);
+        // A message is never sent before it is due, so `sent` is in the measured phase.
+        let sent_ns = clock.measured(sent).unwrap_or(intended).max(intended);
+        match outcome {
+            PublishOutcome::Ok | PublishOutcome::Duplicate => {
+                recorder.record_publish_ok(now_ns, intended, sent_ns);
+                let _ = self.result.confirmed.insert(seq);
+                shared.producers[self.result.id as usize]
+                    .confirmed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.progress.add(&shared.live.published, now);
+            }
+            PublishOutcome::Failed(_) => {
+                recorder.record_publish_failed(now_ns, intended, sent_ns);
+                let _ = self.result.unconfirmed.insert(seq);
+                shared.live.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            PublishOutcome::Unknown => {
+                recorder.record_publish_unknown(now_ns, intended, sent_ns);
+                let _ = self.result.unconfirmed.insert(seq);
+                shared.live.errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        PublishOutcome::Unknown => {
-            recorder.record_publish_unknown(now_ns, intended, sent_ns);
-            let _ = result.unconfirmed.insert(seq);
-            shared.live.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits for every publish still in flight, then hands back the tally.
+    async fn finish(
+        mut self,
+        shared: &Shared,
+        clock: &Clock,
+        recorder: &mut Recorder,
+    ) -> ProducerResult {
+        while let Some(done) = self.in_flight.next().await {
+            self.settle(shared, clock, recorder, done);
         }
+        self.progress.flush(&shared.live.published);
+        self.result
     }
 }
 
 /// Receipt publishing state of a replying subscriber.
 struct Replier {
     plan: ReplyPlan,
-    id: u32,
     producer: Producer,
     seq: u64,
-    result: ProducerResult,
-    in_flight:
-        FuturesUnordered<futures::future::BoxFuture<'static, (u64, u64, Instant, PublishOutcome)>>,
-    progress: ProgressCount,
+    outbox: Outbox,
+}
+
+impl Replier {
+    fn new(plan: ReplyPlan, id: u32, producer: Producer) -> Self {
+        Self {
+            plan,
+            producer,
+            seq: 0,
+            outbox: Outbox::new(id),
+        }
+    }
+
+    /// Publishes one receipt to the inbox of producer `to`, for a message received at
+    /// `received_at`; waits first while too many receipts are in flight.
+    async fn send(
+        &mut self,
+        shared: &Shared,
+        to: u32,
+        received_at: Instant,
+        recorder: &mut Recorder,
+    ) {
+        let Some(Some(inbox)) = shared.inboxes.get(to as usize) else {
+            return;
+        };
+        let clock = shared.clock();
+        while self.outbox.in_flight.len() >= shared.max_in_flight {
+            if let Some(done) = self.outbox.in_flight.next().await {
+                self.outbox.settle(shared, &clock, recorder, done);
+            }
+        }
+        let id = self.outbox.result.id;
+        let intended_ns = clock.since_epoch(received_at);
+        let sent = Instant::now();
+        let envelope = Envelope {
+            run: shared.run_tag,
+            producer: id,
+            seq: self.seq,
+            intended_ns,
+            sent_ns: clock.since_epoch(sent),
+        };
+        let request =
+            PublishRequest::new(inbox.clone(), Bytes::from(envelope.encode(self.plan.size)));
+        let seq = self.seq;
+        self.seq += 1;
+        shared.producers[id as usize]
+            .next_seq
+            .store(self.seq, Ordering::Release);
+        self.outbox
+            .push(seq, intended_ns, sent, self.producer.publish(request));
+    }
 }
 
 /// A returning subscriber's time away.
@@ -975,18 +1070,33 @@ async fn next_delivery(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a subscriber task does besides reading its subscription.
+#[derive(Default)]
+struct Role {
+    /// Acknowledge every delivery.
+    ack: bool,
+    /// Answers each measured first delivery with receipts.
+    replier: Option<Replier>,
+    /// First sequence it is eligible for, per producer id (empty: all of them).
+    first_eligible: Vec<u64>,
+    /// Goes away and comes back (a returning subscriber).
+    absence: Option<Absence>,
+}
+
 async fn consume(
     shared: Arc<Shared>,
     topic: usize,
     subscription: Subscription,
-    ack: bool,
-    reply: Option<(ReplyPlan, u32, Producer)>,
-    first_eligible: Vec<u64>,
-    absence: Option<Absence>,
+    role: Role,
     mut recorder: Recorder,
     stop: CancellationToken,
 ) -> ConsumerResult {
+    let Role {
+        ack,
+        mut replier,
+        first_eligible,
+        absence,
+    } = role;
     let clock = shared.clock();
     let topic_name: Arc<str> = Arc::from(subscription.topic());
     let mut subscription = Some(subscription);
@@ -1003,29 +1113,18 @@ async fn consume(
         joined: true,
         receipts: None,
     };
-    let mut replier = reply.map(|(plan, id, producer)| Replier {
-        plan,
-        id,
-        producer,
-        seq: 0,
-        result: ProducerResult {
-            id,
-            confirmed: SequenceSet::new(),
-            unconfirmed: SequenceSet::new(),
-        },
-        in_flight: FuturesUnordered::new(),
-        progress: ProgressCount::new(),
-    });
     let mut delivered_progress = ProgressCount::new();
     loop {
-        let in_flight = replier.as_ref().is_some_and(|r| !r.in_flight.is_empty());
+        let in_flight = replier
+            .as_ref()
+            .is_some_and(|r| !r.outbox.in_flight.is_empty());
         let goes_offline = !gone_offline && offline_at.is_some();
         let item = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            Some(done) = async { replier.as_mut()?.in_flight.next().await }, if in_flight => {
+            Some(done) = async { replier.as_mut()?.outbox.in_flight.next().await }, if in_flight => {
                 if let Some(r) = replier.as_mut() {
-                    settle_receipt(&shared, r, &mut recorder, done);
+                    r.outbox.settle(&shared, &shared.clock(), &mut recorder, done);
                 }
                 continue;
             }
@@ -1084,18 +1183,19 @@ async fn consume(
             delivered_progress.add(&shared.live.delivered, delivery.received_at);
             if let Some(r) = replier.as_mut() {
                 for _ in 0..r.plan.count.max(1) {
-                    send_receipt(&shared, r, sender, delivery.received_at, &mut recorder).await;
+                    r.send(&shared, sender, delivery.received_at, &mut recorder)
+                        .await;
                 }
             }
         }
     }
     delivered_progress.flush(&shared.live.delivered);
-    if let Some(mut r) = replier {
-        while let Some(done) = r.in_flight.next().await {
-            settle_receipt(&shared, &mut r, &mut recorder, done);
-        }
-        r.progress.flush(&shared.live.published);
-        result.receipts = Some(r.result);
+    if let Some(r) = replier {
+        let receipts = r
+            .outbox
+            .finish(&shared, &shared.clock(), &mut recorder)
+            .await;
+        result.receipts = Some(receipts);
     }
     drop(subscription);
     let _ = recorder.finish().await;
@@ -1168,64 +1268,6 @@ fn handle_delivery(
     }
 }
 
-async fn send_receipt(
-    shared: &Shared,
-    r: &mut Replier,
-    to: u32,
-    received_at: Instant,
-    recorder: &mut Recorder,
-) {
-    let Some(Some(inbox)) = shared.inboxes.get(to as usize) else {
-        return;
-    };
-    while r.in_flight.len() >= shared.max_in_flight {
-        if let Some(done) = r.in_flight.next().await {
-            settle_receipt(shared, r, recorder, done);
-        }
-    }
-    let clock = shared.clock();
-    let intended_ns = clock.since_epoch(received_at);
-    let sent = Instant::now();
-    let envelope = Envelope {
-        run: shared.run_tag,
-        producer: r.id,
-        seq: r.seq,
-        intended_ns,
-        sent_ns: clock.since_epoch(sent),
-    };
-    let request = PublishRequest::new(inbox.clone(), Bytes::from(envelope.encode(r.plan.size)));
-    let seq = r.seq;
-    r.seq += 1;
-    shared.producers[r.id as usize]
-        .next_seq
-        .store(r.seq, Ordering::Release);
-    r.in_flight.push(
-        r.producer
-            .publish(request)
-            .map(move |o| (seq, intended_ns, sent, o))
-            .boxed(),
-    );
-}
-
-fn settle_receipt(
-    shared: &Shared,
-    r: &mut Replier,
-    recorder: &mut Recorder,
-    done: (u64, u64, Instant, PublishOutcome),
-) {
-    let info = &shared.producers[r.id as usize];
-    let clock = shared.clock();
-    settle(
-        shared,
-        info,
-        &clock,
-        recorder,
-        &mut r.result,
-        done,
-        &mut r.progress,
-    );
-}
-
 /// Computes lost and cross-subscriber duplicates, feeds them to the collector, and
 /// returns (recovered, replayed).
 fn account(
@@ -1233,7 +1275,7 @@ fn account(
     shared: &Shared,
     producers: &[ProducerResult],
     consumers: &[ConsumerResult],
-    inbox_topics: &[(usize, Arc<str>)],
+    inbox_topics: &[Arc<str>],
     collector: &mut Collector,
     notes: &mut Vec<String>,
 ) -> (u64, u64) {

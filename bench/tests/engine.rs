@@ -108,3 +108,21 @@ async fn reference_broker_fan_out_and_competing_consumers() {
     assert_eq!(f.correctness.lost, 0);
     assert_eq!(f.correctness.duplicated, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_broker_receipts_reach_the_senders_inbox() {
+    let (backend, _stop) = reference().await;
+    let mut plan = plan(DeliveryMode::All, 1, 1, 500.0);
+    plan.topics[0].subscribers[0].reply = Some(brokerbench_bench::ReplyPlan { size: 64, count: 2 });
+    let outcome = brokerbench_bench::run(&plan, backend, RunOptions::default())
+        .await
+        .unwrap();
+    let f = &outcome.figures;
+    // 500 messages measured, each answered by two receipts; every one arrives once.
+    assert_eq!(f.volume.published, 500 + 1000, "{f:#?}");
+    assert_eq!(f.volume.delivered, 500 + 1000);
+    assert_eq!(f.correctness.lost, 0);
+    assert_eq!(f.correctness.duplicated, 0);
+    assert_eq!(f.correctness.phantom, 0);
+    assert!(outcome.partial.is_none(), "{:?}", outcome.partial);
+}

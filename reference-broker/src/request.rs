@@ -452,7 +452,7 @@ impl Send<'_> {
     /// ```
     pub fn render(&self, index: u64) -> (Vec<u8>, Layout) {
         let mut out = Vec::with_capacity(self.msg.len() + self.topic.len() + 96);
-        let topic = self.render_body(&mut out, None);
+        let topic = self.render_body(&mut out);
         let body_end = out.len() as u32;
         out.extend_from_slice(b",\"index\":");
         out.extend_from_slice(itoa::Buffer::new().format(index).as_bytes());
@@ -460,9 +460,9 @@ impl Send<'_> {
         (out, Layout { topic, body_end })
     }
 
-    /// Writes `{` and the keys of the send object into `out`, without the closing brace;
-    /// `topic_override` replaces the topic value. Returns the byte range of the topic value.
-    fn render_body(&self, out: &mut Vec<u8>, topic_override: Option<&str>) -> (u32, u32) {
+    /// Writes `{` and the keys of the send object into `out`, without the closing brace.
+    /// Returns the byte range of the topic value.
+    fn render_body(&self, out: &mut Vec<u8>) -> (u32, u32) {
         let mut topic_range = (0, 0);
         out.push(b'{');
         for (i, field) in self.order.iter().enumerate() {
@@ -476,7 +476,7 @@ impl Send<'_> {
                 Field::Command => out.extend_from_slice(b"\"send\""),
                 Field::Topic => {
                     let start = out.len() as u32;
-                    write_json_str(out, topic_override.unwrap_or(&self.topic));
+                    write_json_str(out, &self.topic);
                     topic_range = (start, out.len() as u32);
                 }
                 Field::Msg => write_json_str(out, &self.msg),

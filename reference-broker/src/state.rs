@@ -84,11 +84,12 @@ struct PendingAck {
     attempt: u32,
 }
 
-/// Ids seen on one topic, for the `id` extension.
+/// Ids seen on one topic, for the `id` extension. Both collections share one allocation
+/// per id.
 #[derive(Debug, Default)]
 struct DedupWindow {
-    seen: FxHashMap<Box<str>, Instant>,
-    order: VecDeque<(Instant, Box<str>)>,
+    seen: FxHashMap<Arc<str>, Instant>,
+    order: VecDeque<(Instant, Arc<str>)>,
 }
 
 impl DedupWindow {
@@ -108,7 +109,7 @@ impl DedupWindow {
         if self.seen.contains_key(id) {
             return true;
         }
-        let id: Box<str> = id.into();
+        let id: Arc<str> = id.into();
         self.seen.insert(id.clone(), now);
         self.order.push_back((now, id));
         false
@@ -538,8 +539,10 @@ impl Broker {
     fn with_topic<R>(&self, name: &str, f: impl FnOnce(&mut Topic, &mut Ctx<'_>) -> R) -> R {
         let mut dead = Vec::new();
         let result = {
+            // Read the clock before taking the lock, not while holding it.
+            let now = Instant::now();
             let mut guard = self.shard_of(name).lock();
-            let (topics, mut ctx) = guard.split(self, &mut dead, Instant::now());
+            let (topics, mut ctx) = guard.split(self, &mut dead, now);
             f(topic_mut(topics, name), &mut ctx)
         };
         self.publish_dead_letters(dead);
@@ -550,8 +553,9 @@ impl Broker {
         while let Some(letter) = queue.pop() {
             let mut more = Vec::new();
             {
+                let now = Instant::now();
                 let mut guard = self.shard_of(&letter.topic).lock();
-                let (topics, mut ctx) = guard.split(self, &mut more, Instant::now());
+                let (topics, mut ctx) = guard.split(self, &mut more, now);
                 let topic = topic_mut(topics, &letter.topic);
                 let index = topic.next_index;
                 topic.next_index += 1;
@@ -616,20 +620,18 @@ impl Broker {
             if !request.cache || topic.cache.is_empty() {
                 return;
             }
-            let cache = std::mem::take(&mut topic.cache);
-            let mut kept = VecDeque::with_capacity(cache.len());
+            // Taken out (not copied) so `track` can borrow the topic; filtered in place.
+            let mut cache = std::mem::take(&mut topic.cache);
             let mut open = true;
-            for entry in cache {
+            cache.retain(|entry| {
                 let wanted = i128::from(entry.msg.index) > i128::from(request.last_seen);
                 if !open || !wanted {
-                    kept.push_back(entry);
-                    continue;
+                    return true;
                 }
                 let attempt = entry.attempts + 1;
                 open = ctx.offer(&conn.out, entry.msg.line_for_attempt(attempt));
                 if !open {
-                    kept.push_back(entry);
-                    continue;
+                    return true;
                 }
                 if attempt > 1 {
                     ctx.counters.redelivered += 1;
@@ -638,11 +640,14 @@ impl Broker {
                     ctx.track(topic, conn.id, &entry.msg, attempt);
                 }
                 match entry.msg.delivery {
-                    Delivery::All => kept.push_back(entry),
-                    Delivery::One => ctx.counters.cached -= 1,
+                    Delivery::All => true,
+                    Delivery::One => {
+                        ctx.counters.cached -= 1;
+                        false
+                    }
                 }
-            }
-            topic.cache = kept;
+            });
+            topic.cache = cache;
         });
     }
 
