@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -250,8 +250,8 @@ struct Shared {
     max_in_flight: usize,
     /// Inbox topic per original producer id (receipts); empty when no receipts.
     inboxes: Vec<Option<Arc<str>>>,
-    /// Set once the clock has started.
-    started: AtomicBool,
+    /// Cancelled (that is, fired) once the clock has started.
+    started: CancellationToken,
     /// Topics of the plan; receipt inboxes come after them.
     scheduled_topics: usize,
     /// Producer ids of each topic of the plan.
@@ -392,7 +392,7 @@ pub async fn run(
         clock: OnceLock::new(),
         max_in_flight: plan.max_in_flight.max(1),
         inboxes,
-        started: AtomicBool::new(false),
+        started: CancellationToken::new(),
         scheduled_topics: plan.topics.len(),
         topic_producers,
     });
@@ -531,7 +531,7 @@ async fn run_prepared(
         deadline: send_end + plan.drain,
     };
     let _ = shared.clock.set(clock);
-    shared.started.store(true, Ordering::Release);
+    shared.started.cancel();
 
     let stop_producers = options.cancel.child_token();
     let mut producer_tasks = Vec::new();
@@ -1097,6 +1097,14 @@ async fn consume(
         first_eligible,
         absence,
     } = role;
+    // A returning subscriber's absence is timed on the run clock, which only starts once
+    // every subscriber is ready: wait for it (nothing is published before it starts).
+    if absence.is_some() {
+        tokio::select! {
+            _ = shared.started.cancelled() => {}
+            _ = stop.cancelled() => {}
+        }
+    }
     let clock = shared.clock();
     let topic_name: Arc<str> = Arc::from(subscription.topic());
     let mut subscription = Some(subscription);
@@ -1462,7 +1470,7 @@ async fn collect(
                 let elapsed = now.saturating_duration_since(clock.epoch);
                 if let Some(tx) = &progress {
                     tx.send_modify(|p| {
-                        if p.phase != Phase::Drain && p.phase != Phase::Done && shared.started.load(Ordering::Relaxed) {
+                        if p.phase != Phase::Drain && p.phase != Phase::Done && shared.started.is_cancelled() {
                             p.phase = if elapsed.as_nanos() < u128::from(clock.warmup_ns) { Phase::Warmup } else { Phase::Measure };
                         }
                         p.elapsed = elapsed.min(total);
