@@ -24,13 +24,7 @@ pub struct Args {
 
 /// Prints the comparison; refuses runs of different scenarios unless `--force`.
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
-    let records = match read_records(&args.records) {
-        Ok(r) => r,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return Ok(exit::harness_failure());
-        }
-    };
+    let records = read_records(&args.records)?;
     let refs: Vec<&RunRecord> = records.iter().collect();
     if let Err(mismatch) = same_scenario(&refs) {
         let first = args.records[mismatch.first].display();

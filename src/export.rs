@@ -7,7 +7,7 @@ use anyhow::Context;
 use brokerbench_results::{MetricsFormat, RunRecord, render_metrics, write_interval_log};
 
 use crate::exit;
-use crate::report::write_output;
+use crate::report::{read_record, write_output};
 
 /// The formats `export` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -54,13 +54,7 @@ pub(crate) fn render(record: &RunRecord, format: Format) -> anyhow::Result<Vec<u
 
 /// Exports the record.
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
-    let record = match RunRecord::read(&args.record) {
-        Ok(r) => r,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(exit::harness_failure());
-        }
-    };
+    let record = read_record(&args.record)?;
     let bytes = render(&record, args.format)
         .with_context(|| format!("cannot export {}", args.record.display()))?;
     write_output(&args.out, &bytes)?;

@@ -23,13 +23,7 @@ pub struct Args {
 
 /// Merges the records and prints the merged run's summary.
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
-    let records = match read_records(&args.records) {
-        Ok(r) => r,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return Ok(exit::harness_failure());
-        }
-    };
+    let records = read_records(&args.records)?;
     let merged = match merge(&records) {
         Ok(m) => m,
         Err(MergeError::DifferentScenarios(m)) => {

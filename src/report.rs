@@ -21,15 +21,22 @@ pub struct Args {
     out: PathBuf,
 }
 
+/// Reads a run record for a subcommand.
+///
+/// # Errors
+/// When it cannot be read, naming the path and the cause: `main` prints it as
+/// `error: <path>: <cause>` and exits 2. The record error's text already ends with its
+/// cause, so it is passed on as text: chained, `{:#}` would print the cause twice.
+pub(crate) fn read_record(path: &Path) -> anyhow::Result<RunRecord> {
+    RunRecord::read(path).map_err(|err| anyhow::anyhow!("{err}"))
+}
+
 /// Reads every record, or says which one cannot be read and why.
 ///
 /// # Errors
-/// The first record that cannot be read, with its path and the cause.
+/// The first record that cannot be read, as [`read_record`].
 pub(crate) fn read_records(paths: &[PathBuf]) -> anyhow::Result<Vec<RunRecord>> {
-    paths
-        .iter()
-        .map(|p| RunRecord::read(p).map_err(anyhow::Error::from))
-        .collect()
+    paths.iter().map(|p| read_record(p)).collect()
 }
 
 /// Writes `contents` to `path`, or to stdout when `path` is `-`; creates the directory.
@@ -53,13 +60,7 @@ pub(crate) fn write_output(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 
 /// Renders the report.
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
-    let records = match read_records(&args.records) {
-        Ok(r) => r,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            return Ok(exit::harness_failure());
-        }
-    };
+    let records = read_records(&args.records)?;
     let sources: Vec<String> = args
         .records
         .iter()

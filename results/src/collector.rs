@@ -86,6 +86,53 @@ pub fn delivery_availability(delivered: u64, lost: u64, late: u64) -> Option<f64
     ratio(delivered, delivered + lost + late)
 }
 
+/// An interval is unavailable when a publish of it failed or timed out, or a delivery
+/// attributed to it was lost or late.
+fn is_unavailable(counters: &Counters, lost: u64) -> bool {
+    counters.publish_failed + counters.publish_unknown > 0 || lost + counters.late > 0
+}
+
+/// The figures of one interval from what was counted in it: `offered` scheduled,
+/// `lost` deliveries attributed to it. The one rule for the collector and for
+/// [`merge`](crate::merge()), which sums its inputs' counts and applies it again.
+pub(crate) fn interval_figures(
+    index: u64,
+    counters: &Counters,
+    offered: u64,
+    lost: u64,
+    latency: LatencySummaries,
+    histograms: EncodedHistograms,
+    compute: IntervalCompute,
+) -> IntervalFigures {
+    IntervalFigures {
+        index,
+        latency,
+        availability: IntervalAvailability {
+            publish: publish_availability(counters),
+            delivery: delivery_availability(counters.delivered, lost, counters.late),
+            unavailable: is_unavailable(counters, lost),
+        },
+        volume: VolumeFigures::new(counters, counters, offered, 1.0),
+        correctness: CorrectnessFigures::new(counters, lost),
+        compute,
+        histograms,
+    }
+}
+
+/// The availability of a whole run from its total counts (shared with
+/// [`merge`](crate::merge())).
+pub(crate) fn run_availability(
+    totals: &Counters,
+    lost: u64,
+    unavailable_intervals: u64,
+) -> AvailabilityFigures {
+    AvailabilityFigures {
+        publish: publish_availability(totals),
+        delivery: delivery_availability(totals.delivered, lost, totals.late),
+        unavailable_intervals,
+    }
+}
+
 /// The summarised, compressed histograms of a sealed interval.
 #[derive(Debug)]
 struct Sealed {
@@ -278,8 +325,7 @@ impl Collector {
             offered += state.offered;
             lost += state.lost;
 
-            let unavailable = c.publish_failed + c.publish_unknown > 0 || state.lost + c.late > 0;
-            unavailable_intervals += u64::from(unavailable);
+            unavailable_intervals += u64::from(is_unavailable(&c, state.lost));
 
             let cpu = (state.cpu_samples > 0).then(|| state.cpu_sum / state.cpu_samples as f64);
             let rss = (state.rss_samples > 0).then(|| {
@@ -296,32 +342,24 @@ impl Collector {
                 rss_max = Some(rss_max.map_or(v, |m| m.max(v)));
             }
 
-            intervals.push(IntervalFigures {
+            intervals.push(interval_figures(
                 index,
-                latency: sealed.summaries.clone(),
-                availability: IntervalAvailability {
-                    publish: publish_availability(&c),
-                    delivery: delivery_availability(c.delivered, state.lost, c.late),
-                    unavailable,
-                },
-                volume: VolumeFigures::new(&c, &c, state.offered, 1.0),
-                correctness: CorrectnessFigures::new(&c, state.lost),
-                compute: IntervalCompute {
+                &c,
+                state.offered,
+                state.lost,
+                sealed.summaries.clone(),
+                sealed.encoded.clone(),
+                IntervalCompute {
                     cpu_percent: cpu,
                     rss_bytes: rss,
                 },
-                histograms: sealed.encoded.clone(),
-            });
+            ));
         }
 
         Ok(RunFigures {
             duration_s,
             latency: LatencySummaries::of(&self.run),
-            availability: AvailabilityFigures {
-                publish: publish_availability(&totals),
-                delivery: delivery_availability(totals.delivered, lost, totals.late),
-                unavailable_intervals,
-            },
+            availability: run_availability(&totals, lost, unavailable_intervals),
             volume: VolumeFigures::new(&totals, &in_phase, offered, duration_s),
             correctness: CorrectnessFigures::new(&totals, lost),
             compute: ComputeFigures {

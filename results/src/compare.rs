@@ -319,19 +319,6 @@ fn best_of(better: Better, values: &[Option<f64>]) -> Best {
     }
 }
 
-fn started(record: &RunRecord) -> String {
-    record
-        .started_at
-        .to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "?".to_owned())
-}
-
 /// A relative change as a signed percentage: one decimal (`+11.4 %`), two below 1 %
 /// (`-0.02 %`) so a small change does not read as `-0.0 %`, `0 %` for none.
 pub(crate) fn format_percent_change(rel: f64) -> String {
@@ -369,7 +356,7 @@ impl Comparison {
                     "{label:<width$}  {} run {}  {}  measured {:.1} s",
                     r.scenario_name,
                     r.run_id,
-                    started(r),
+                    human::utc_seconds(r.started_at),
                     r.figures.duration_s
                 );
                 if r.partial {

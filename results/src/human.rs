@@ -1,6 +1,20 @@
-//! Figures in human units, shared by the report and the comparison table.
+//! Figures in human units, shared by the terminal summary, the report and the comparison
+//! table.
 //!
 //! Every function renders an absent figure as `-`: a missing latency is not a zero one.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A time in UTC to the second, RFC 3339 (`2026-11-22T10:13:15Z`); `?` if it cannot be
+/// formatted (a year outside 0..=9999).
+pub(crate) fn utc_seconds(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "?".to_owned())
+}
 
 /// A latency in microseconds with a human unit (`ns`, `µs`, `ms`, `s`), three significant
 /// digits where it matters; `-` when absent.

@@ -23,15 +23,14 @@
 
 use std::collections::BTreeSet;
 
-use crate::collector::{delivery_availability, is_saturated};
+use crate::collector::{interval_figures, is_saturated, run_availability};
 use crate::compare::{ScenarioMismatch, same_scenario};
 use crate::histogram::HistogramError;
 use crate::record::{
-    AvailabilityFigures, ComputeFigures, CorrectnessFigures, EncodedHistograms,
-    IntervalAvailability, IntervalCompute, IntervalFigures, LatencySummaries, RunFigures,
-    RunRecord, SCHEMA_VERSION, VolumeFigures,
+    ComputeFigures, CorrectnessFigures, EncodedHistograms, IntervalCompute, LatencySummaries,
+    RunFigures, RunRecord, SCHEMA_VERSION, VolumeFigures,
 };
-use crate::recorder::LatencySet;
+use crate::recorder::{Counters, LatencySet};
 
 /// Why records could not be merged.
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +77,6 @@ fn mean_of(values: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| sum / n as f64)
 }
 
-fn publish_availability(v: &VolumeFigures) -> Option<f64> {
-    (v.attempted > 0).then(|| v.published as f64 / v.attempted as f64)
-}
-
 /// Adds the counts and rates of `other` into `into`; `saturated` is left to the caller.
 fn add_volume(into: &mut VolumeFigures, other: &VolumeFigures) {
     into.offered += other.offered;
@@ -105,10 +100,19 @@ fn add_correctness(into: &mut CorrectnessFigures, other: &CorrectnessFigures) {
     into.replayed += other.replayed;
 }
 
-/// An interval is unavailable when a publish in it failed or timed out, or a delivery
-/// attributed to it was lost or late (the collector's rule, on the summed counts).
-fn unavailable(v: &VolumeFigures, c: &CorrectnessFigures) -> bool {
-    v.publish_failed + v.publish_unknown > 0 || c.lost + c.late > 0
+/// The event counters stored figures were made from, so the summed counts go through
+/// the collector's own rules again.
+fn counters_of(v: &VolumeFigures, c: &CorrectnessFigures) -> Counters {
+    Counters {
+        published: v.published,
+        publish_failed: v.publish_failed,
+        publish_unknown: v.publish_unknown,
+        delivered: v.delivered,
+        duplicated: c.duplicated,
+        reordered: c.reordered,
+        phantom: c.phantom,
+        late: c.late,
+    }
 }
 
 /// Merges `records`, made by concurrent load generators running the same scenario
@@ -189,28 +193,20 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
             cpu.extend(interval.compute.cpu_percent);
             rss.extend(interval.compute.rss_bytes);
         }
-        volume.saturated = is_saturated(volume.offered_rate, volume.achieved_publish_rate);
-        let unavailable = unavailable(&volume, &correctness);
-        intervals.push(IntervalFigures {
-            index: index as u64,
-            latency: LatencySummaries::of(&set),
-            availability: IntervalAvailability {
-                publish: publish_availability(&volume),
-                delivery: delivery_availability(
-                    volume.delivered,
-                    correctness.lost,
-                    correctness.late,
-                ),
-                unavailable,
-            },
-            volume,
-            correctness,
-            compute: IntervalCompute {
+        // Interval rates are counts over 1 s: recomputed from the summed counts, they
+        // equal the summed rates.
+        intervals.push(interval_figures(
+            index as u64,
+            &counters_of(&volume, &correctness),
+            volume.offered,
+            correctness.lost,
+            LatencySummaries::of(&set),
+            encode(format!("interval {index}"), &set)?,
+            IntervalCompute {
                 cpu_percent: mean_of(cpu.into_iter()),
                 rss_bytes: mean_of(rss.iter().map(|&b| b as f64)).map(|b| b.round() as u64),
             },
-            histograms: encode(format!("interval {index}"), &set)?,
-        });
+        ));
     }
 
     // Run-level counts and rates.
@@ -253,14 +249,14 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
             .map(|r| r.figures.duration_s)
             .fold(0.0, f64::max),
         latency: LatencySummaries::of(&run_set),
-        availability: AvailabilityFigures {
-            publish: publish_availability(&volume),
-            delivery: delivery_availability(volume.delivered, correctness.lost, correctness.late),
-            unavailable_intervals: intervals
+        availability: run_availability(
+            &counters_of(&volume, &correctness),
+            correctness.lost,
+            intervals
                 .iter()
                 .filter(|i| i.availability.unavailable)
                 .count() as u64,
-        },
+        ),
         volume,
         correctness,
         compute,
@@ -376,7 +372,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::record::{BackendInfo, HostFacts, RunInfo};
+    use crate::record::{BackendInfo, HostFacts, IntervalFigures, RunInfo};
     use crate::recorder::IntervalSnapshot;
     use crate::{Collector, Delivery, Recorder, snapshot_channel};
 

@@ -13,31 +13,25 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::histogram::Summary;
+use crate::human::{self, percent};
 use crate::record::RunRecord;
 
-/// A latency in microseconds with a human unit (µs, ms, s); `-` when absent.
+/// A latency for the terminal: [`human::latency_us`], except that a value under 1 µs
+/// stays in µs (`0.51 µs`).
 fn latency(us: Option<f64>) -> String {
     match us {
-        None => "-".to_owned(),
-        Some(v) if v < 10.0 => format!("{v:.2} µs"),
-        Some(v) if v < 1_000.0 => format!("{v:.1} µs"),
-        Some(v) if v < 1_000_000.0 => format!("{:.2} ms", v / 1_000.0),
-        Some(v) => format!("{:.2} s", v / 1_000_000.0),
+        Some(v) if v < 1.0 => format!("{v:.2} µs"),
+        other => human::latency_us(other),
     }
 }
 
-/// A ratio as a percentage with three decimals; `-` when absent.
-fn percent(ratio: Option<f64>) -> String {
-    ratio.map_or_else(|| "-".to_owned(), |r| format!("{:.3} %", r * 100.0))
-}
-
-/// Bytes with a binary unit; `-` when absent.
+/// Bytes for the terminal: [`human::bytes`], except that a value under 1 MiB stays in
+/// MiB (`0.5 MiB`).
 fn bytes(b: Option<u64>) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
-    match b {
-        None => "-".to_owned(),
-        Some(b) if (b as f64) < 1024.0 * MIB => format!("{:.1} MiB", b as f64 / MIB),
-        Some(b) => format!("{:.2} GiB", b as f64 / (1024.0 * MIB)),
+    match b.map(|b| b as f64) {
+        Some(b) if b < MIB => format!("{:.1} MiB", b / MIB),
+        other => human::bytes(other),
     }
 }
 
@@ -124,10 +118,8 @@ pub fn render_summary(record: &RunRecord, path: Option<&Path>) -> String {
             out,
             "{:<14} cpu {} (max {})   rss {} (max {})",
             "broker",
-            m.cpu_percent
-                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1} %")),
-            m.cpu_percent_max
-                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1} %")),
+            human::cpu(m.cpu_percent),
+            human::cpu(m.cpu_percent_max),
             bytes(m.rss_bytes),
             bytes(m.rss_bytes_max)
         );

@@ -336,19 +336,6 @@ fn charts(runs: &[Run<'_>]) -> Vec<(&'static str, Chart, &'static str)> {
     ]
 }
 
-fn started(record: &RunRecord) -> String {
-    record
-        .started_at
-        .to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "?".to_owned())
-}
-
 fn swatch(run: &Run<'_>) -> String {
     format!(
         "<span class=\"swatch\" style=\"background:{}\"></span>{}",
@@ -394,7 +381,7 @@ fn section_runs(out: &mut String, runs: &[Run<'_>], sources: &[Option<&str>]) {
             escape(r.backend.url.as_deref().unwrap_or("-")),
             escape(r.backend.version.as_deref().unwrap_or("-")),
             escape(&r.run_id),
-            escape(&started(r)),
+            escape(&human::utc_seconds(r.started_at)),
             r.figures.duration_s,
             r.figures.intervals.len(),
             status,

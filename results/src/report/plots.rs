@@ -242,40 +242,9 @@ impl Chart {
         let result = {
             let root = SVGBackend::with_string(&mut svg, CHART_SIZE).into_drawing_area();
             let (y_lo, y_hi) = self.y_range();
-            let y_fmt = |v: &f64| y_tick(self.y, *v);
-            match (&self.x, self.y) {
-                (XAxis::Percentile, YAxis::LatencyUs) => self.draw(
-                    &root,
-                    PercentileAxis,
-                    (y_lo..y_hi).log_scale(),
-                    &|x: &f64| percentile_tick(*x),
-                    &y_fmt,
-                    (y_lo, y_hi),
-                ),
-                (XAxis::Percentile, _) => self.draw(
-                    &root,
-                    PercentileAxis,
-                    y_lo..y_hi,
-                    &|x: &f64| percentile_tick(*x),
-                    &y_fmt,
-                    (y_lo, y_hi),
-                ),
-                (XAxis::Seconds { end, .. }, YAxis::LatencyUs) => self.draw(
-                    &root,
-                    0f64..*end,
-                    (y_lo..y_hi).log_scale(),
-                    &|x: &f64| format!("{}s", human::trim_number(*x)),
-                    &y_fmt,
-                    (y_lo, y_hi),
-                ),
-                (XAxis::Seconds { end, .. }, _) => self.draw(
-                    &root,
-                    0f64..*end,
-                    y_lo..y_hi,
-                    &|x: &f64| format!("{}s", human::trim_number(*x)),
-                    &y_fmt,
-                    (y_lo, y_hi),
-                ),
+            match self.y {
+                YAxis::LatencyUs => self.draw_on_x(&root, (y_lo..y_hi).log_scale(), (y_lo, y_hi)),
+                _ => self.draw_on_x(&root, y_lo..y_hi, (y_lo, y_hi)),
             }
         };
         result.map_err(|message| PlotError {
@@ -283,6 +252,39 @@ impl Chart {
             message,
         })?;
         Ok(svg)
+    }
+
+    /// Draws with the y coordinate `y` on this chart's x axis (the axes are distinct
+    /// types to plotters, hence one call per kind).
+    fn draw_on_x<Y>(
+        &self,
+        root: &DrawingArea<SVGBackend<'_>, Shift>,
+        y: Y,
+        y_bounds: (f64, f64),
+    ) -> Result<(), String>
+    where
+        Y: AsRangedCoord<Value = f64>,
+        Y::CoordDescType: ValueFormatter<f64>,
+    {
+        let y_fmt = |v: &f64| y_tick(self.y, *v);
+        match &self.x {
+            XAxis::Percentile => self.draw(
+                root,
+                PercentileAxis,
+                y,
+                &|x: &f64| percentile_tick(*x),
+                &y_fmt,
+                y_bounds,
+            ),
+            XAxis::Seconds { end, .. } => self.draw(
+                root,
+                0f64..*end,
+                y,
+                &|x: &f64| format!("{}s", human::trim_number(*x)),
+                &y_fmt,
+                y_bounds,
+            ),
+        }
     }
 
     fn draw<X, Y>(
