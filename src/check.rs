@@ -119,13 +119,7 @@ pub struct Args {
 
 /// Evaluates the record.
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
-    let record = match RunRecord::read(&args.record) {
-        Ok(r) => r,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(exit::harness_failure());
-        }
-    };
+    let record = crate::report::read_record(&args.record)?;
     let rules = match &args.rules {
         Some(path) => read_rules_file(path),
         None => rules_from_json(&record.alert_rules),

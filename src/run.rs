@@ -166,9 +166,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             &record.backend.name,
         )
     });
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    // `write` creates the directory.
     record
         .write(&path)
         .with_context(|| format!("cannot write the run record to {}", path.display()))?;
