@@ -38,29 +38,39 @@ impl Endpoint {
 }
 
 /// `url` with the password of its user-info part replaced by `***`
-/// (`amqp://guest:***@host/%2f`; a NATS token `nats://***@host`), for messages and run
-/// records. A URL without a secret comes back unchanged.
+/// (`amqp://guest:***@host/%2f`; a NATS token `nats://***@host`, `tls://***@host`), for
+/// messages and run records. A bare `user:password@host:port` (no scheme) is redacted the
+/// same way. A URL without a secret comes back unchanged.
 ///
 /// ```
 /// use brokerbench_adapters::endpoint::redact;
 /// assert_eq!(redact("redis://:s3cret@h:6379/0"), "redis://:***@h:6379/0");
+/// assert_eq!(redact("tls://tok@h"), "tls://***@h");
 /// assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
 /// ```
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user_info, hosts)) => match user_info.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{hosts}{tail}"),
-            // A NATS URL's lone user-info part is a token: a secret.
-            None if scheme.eq_ignore_ascii_case("nats") => format!("{scheme}://***@{hosts}{tail}"),
-            None => url.to_owned(),
-        },
+    let Some((user_info, hosts)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let prefix = scheme.map(|s| format!("{s}://")).unwrap_or_default();
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{prefix}{user}:***@{hosts}{tail}"),
+        // A NATS URL's lone user-info part is a token: a secret.
+        None if scheme.is_some_and(is_nats_scheme) => format!("{prefix}***@{hosts}{tail}"),
         None => url.to_owned(),
     }
+}
+
+/// Whether `scheme` is one of NATS's (`nats`, or `tls` for NATS over TLS), whose lone
+/// user-info part is a token.
+fn is_nats_scheme(scheme: &str) -> bool {
+    scheme.eq_ignore_ascii_case("nats") || scheme.eq_ignore_ascii_case("tls")
 }
 
 /// The standard port of each kind's protocol (`None` for the null backend).
@@ -92,12 +102,18 @@ pub fn default_port(kind: BackendKind) -> Option<u16> {
 ///
 /// [`ErrorKind::InvalidUrl`] naming the URL and what is wrong with it.
 pub fn endpoints(kind: BackendKind, url: &str) -> Result<Vec<Endpoint>, AdapterError> {
-    let invalid = |why: String| {
+    parse_endpoints(kind, url).map_err(|why| {
         AdapterError::new(
             ErrorKind::InvalidUrl,
             format!("invalid {kind} URL '{url}': {why}"),
         )
-    };
+    })
+}
+
+/// [`endpoints`], with only what is wrong as the error (`port 'x' is not a number from 0
+/// to 65535`), for adapters that word the message themselves (a redacted URL, the form
+/// they expect).
+pub(crate) fn parse_endpoints(kind: BackendKind, url: &str) -> Result<Vec<Endpoint>, String> {
     let Some(standard) = default_port(kind) else {
         return Ok(Vec::new());
     };
@@ -107,11 +123,11 @@ pub fn endpoints(kind: BackendKind, url: &str) -> Result<Vec<Endpoint>, AdapterE
         .rsplit_once('@')
         .map_or(authority, |(_, hosts)| hosts);
     if hosts.is_empty() {
-        return Err(invalid("no host".into()));
+        return Err("no host".into());
     }
     hosts
         .split(',')
-        .map(|part| parse_host_port(part.trim(), standard).map_err(&invalid))
+        .map(|part| parse_host_port(part.trim(), standard))
         .collect()
 }
 
@@ -222,6 +238,9 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact("nats://tok@h"), "nats://***@h");
+        assert_eq!(redact("TLS://tok@h:4443"), "TLS://***@h:4443");
+        assert_eq!(redact("u:p@h:1"), "u:***@h:1");
+        assert_eq!(redact("user@h:1"), "user@h:1");
         assert_eq!(redact("amqp://user@h"), "amqp://user@h");
         assert_eq!(redact("kafka://a:1,b:2"), "kafka://a:1,b:2");
         assert_eq!(redact("h:1"), "h:1");

@@ -34,6 +34,9 @@ use crate::net;
 /// The header that carries [`PublishRequest::key`](crate::PublishRequest::key).
 pub(crate) const KEY_HEADER: &str = "Bb-Key";
 
+/// [`KEY_HEADER`] as a header name, made at compile time rather than per message.
+const KEY_HEADER_NAME: HeaderName = HeaderName::from_static(KEY_HEADER);
+
 /// Commands (publishes, acks, subscribes, requests) async-nats queues between the client
 /// handles and its connection task. A publish waits for room here and nowhere else, so this
 /// is what lets thousands of publishes be in flight on one producer; the library's default
@@ -175,12 +178,11 @@ impl Target {
                 ),
             },
         };
-        let endpoints = endpoint::endpoints(kind, url).map_err(|e| {
+        let endpoints = endpoint::parse_endpoints(kind, url).map_err(|why| {
             AdapterError::new(
                 ErrorKind::InvalidUrl,
                 format!(
-                    "{} (expected nats://[user:password@]host[:port])",
-                    e.message().replace(url, &display)
+                    "invalid {kind} URL '{display}': {why} (expected nats://[user:password@]host[:port])"
                 ),
             )
         })?;
@@ -313,13 +315,13 @@ impl Target {
                         tried.push(format!("{host_port}: {}", cause(error)));
                         continue;
                     }
-                    match net::dial(kind.as_str(), url, host_port, left).await {
+                    match net::reach(host_port, left).await {
                         // TCP works: the NATS handshake is what failed.
                         Ok(_) => tried.push(format!(
                             "{host_port}: TCP connected but the NATS handshake failed: {}",
                             cause(error)
                         )),
-                        Err(dial) => tried.push(dial_detail(dial.message())),
+                        Err(why) => tried.push(why.attempts()),
                     }
                 }
                 AdapterError::connect(format!(
@@ -329,13 +331,6 @@ impl Target {
             }
         }
     }
-}
-
-/// The `(...)` part of a [`net::dial`] error, which names the addresses and the causes.
-fn dial_detail(message: &str) -> String {
-    let detail = message.find(" (").map_or(message, |at| &message[at + 2..]);
-    let detail = detail.strip_suffix(')').unwrap_or(detail);
-    detail.strip_prefix("tried ").unwrap_or(detail).to_owned()
 }
 
 /// The innermost readable cause of an async-nats error: the OS error as a phrase when there
@@ -447,14 +442,14 @@ pub(crate) fn key_headers(headers: &mut HeaderMap, key: &str) -> Result<(), Stri
     let value = async_nats::HeaderValue::from_str(key).map_err(|_| {
         format!("the key {key:?} cannot travel in a NATS header (it contains CR or LF)")
     })?;
-    headers.insert(HeaderName::from_static(KEY_HEADER), value);
+    headers.insert(KEY_HEADER_NAME, value);
     Ok(())
 }
 
 /// The key a message carries in [`KEY_HEADER`], if any.
 pub(crate) fn key_of(headers: Option<&HeaderMap>) -> Option<String> {
     headers?
-        .get(HeaderName::from_static(KEY_HEADER))
+        .get(KEY_HEADER_NAME)
         .map(|value| value.as_str().to_owned())
 }
 
@@ -499,13 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn dial_details_are_extracted() {
-        assert_eq!(
-            dial_detail(
-                "cannot connect to nats at nats://x (tried 127.0.0.1:1: connection refused)"
-            ),
-            "127.0.0.1:1: connection refused"
-        );
+    fn percent_escapes_are_decoded() {
         assert_eq!(percent_decode("a%2Fb"), Some("a/b".to_owned()));
         assert_eq!(percent_decode("a%2"), None);
     }

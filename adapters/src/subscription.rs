@@ -138,9 +138,10 @@ pub(crate) enum AckTokenRepr {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     StreamId(Arc<str>),
     /// The subject that acknowledges the message when published to (JetStream's reply
-    /// subject).
-    #[cfg_attr(not(feature = "jetstream"), allow(dead_code))]
-    Reply(Arc<str>),
+    /// subject), as the client's own type: reference-counted, so neither taking it from the
+    /// message nor publishing the ack copies it.
+    #[cfg(feature = "jetstream")]
+    Reply(async_nats::Subject),
     /// A partition and offset (Kafka).
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     Offset {

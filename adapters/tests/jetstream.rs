@@ -16,7 +16,6 @@ use common::text;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use brokerbench_adapters::jetstream::JetStreamBackend;
@@ -112,11 +111,8 @@ async fn round_trip_carries_key_and_sequence_and_dedup_answers_duplicate() {
             Capability::RetentionLimit,
         ])
     );
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     let first = PublishRequest::new(topic.as_str(), "hello")
         .key("customer-7")
         .id("m-1");
@@ -225,11 +221,11 @@ async fn manual_acks_nack_redelivers_at_once_and_an_unacked_message_after_the_ac
     let Some((backend, topic)) = prepared("acks", TopicSpec::new("jobs")).await else {
         return;
     };
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()).ack(AckMode::Manual))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) = common::subscriber_and_producer(
+        &*backend,
+        SubscriptionSpec::new(topic.as_str()).ack(AckMode::Manual),
+    )
+    .await;
     publish_all(&producer, &topic, 2).await;
     let first = next(&mut sub).await;
     assert_eq!(
@@ -478,11 +474,8 @@ async fn a_one_mib_payload_round_trips() {
     let Some((backend, topic)) = prepared("big", TopicSpec::new("t")).await else {
         return;
     };
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     let payload: Vec<u8> = (0..1024 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
     assert_eq!(
         producer
@@ -508,11 +501,8 @@ async fn five_thousand_pipelined_publishes_are_confirmed_and_delivered_in_order(
     let Some((backend, topic)) = prepared("pipelined", TopicSpec::new("t")).await else {
         return;
     };
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     const N: usize = 5_000;
     let body = "x".repeat(190);
     let started = Instant::now();
@@ -544,47 +534,16 @@ async fn a_producer_pipelines_at_rate() {
     let Some((backend, topic)) = prepared("rate", TopicSpec::new("t")).await else {
         return;
     };
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     const N: usize = 50_000;
     const WINDOW: usize = 10_000;
-    let payload = bytes::Bytes::from(vec![b'p'; 200]);
-    let topic_arc: Arc<str> = topic.as_str().into();
-    let reader = tokio::spawn(async move {
-        let mut got = 0;
-        while got < N {
-            match tokio::time::timeout(PATIENCE, sub.next()).await {
-                Ok(Some(Ok(_))) => got += 1,
-                other => panic!("after {got}: {other:?}"),
-            }
-        }
-        got
-    });
-    let started = Instant::now();
-    let mut in_flight = FuturesOrdered::new();
-    let mut confirmed = 0;
-    for _ in 0..N {
-        if in_flight.len() >= WINDOW {
-            assert!(in_flight.next().await.unwrap() == PublishOutcome::Ok);
-            confirmed += 1;
-        }
-        in_flight
-            .push_back(producer.publish(PublishRequest::new(topic_arc.clone(), payload.clone())));
-    }
-    while let Some(outcome) = in_flight.next().await {
-        assert!(outcome == PublishOutcome::Ok);
-        confirmed += 1;
-    }
-    let published = started.elapsed();
-    assert_eq!(confirmed, N);
-    assert_eq!(reader.await.unwrap(), N);
+    let (published, delivered) =
+        common::publish_at_rate(&producer, sub, &topic, (N, WINDOW, 200), PATIENCE).await;
     eprintln!(
         "jetstream: {N} publishes of 200 bytes confirmed in {published:?} ({:.0} msgs/s on one producer), delivered in {:?}",
         N as f64 / published.as_secs_f64(),
-        started.elapsed()
+        delivered
     );
     backend.teardown().await.unwrap();
 }
@@ -733,11 +692,11 @@ async fn a_server_that_dies_ends_subscriptions_and_publishes_do_not_hang() {
         .prepare(&RunTopology::new("dies").topic(TopicSpec::new(topic.as_str())))
         .await
         .unwrap();
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()).ack(AckMode::Manual))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) = common::subscriber_and_producer(
+        &*backend,
+        SubscriptionSpec::new(topic.as_str()).ack(AckMode::Manual),
+    )
+    .await;
     assert_eq!(
         producer
             .publish(PublishRequest::new(topic.as_str(), "before"))

@@ -62,11 +62,8 @@ async fn round_trip_carries_the_key_and_reports_the_server() {
         ])
     );
     let topic = backend.topic_name(&common::run_id("round_trip"), "chat");
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     let outcome = producer
         .publish(PublishRequest::new(topic.as_str(), "hello").key("customer-7"))
         .await;
@@ -243,11 +240,8 @@ async fn a_one_mib_payload_round_trips_and_a_bigger_one_fails_clearly() {
         return;
     };
     let topic = backend.topic_name(&common::run_id("big"), "t");
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     // The server's default max_payload is exactly 1 MiB.
     let payload: Vec<u8> = (0..1024 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
     let outcome = producer
@@ -276,11 +270,8 @@ async fn five_thousand_pipelined_publishes_are_confirmed_and_delivered_in_order(
         return;
     };
     let topic = backend.topic_name(&common::run_id("pipelined"), "t");
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     const N: usize = 5_000;
     let body = "x".repeat(190);
     let started = Instant::now();
@@ -310,47 +301,16 @@ async fn a_producer_pipelines_at_rate() {
         return;
     };
     let topic = backend.topic_name(&common::run_id("rate"), "t");
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     const N: usize = 100_000;
     const WINDOW: usize = 10_000;
-    let payload = bytes::Bytes::from(vec![b'p'; 200]);
-    let topic_arc: std::sync::Arc<str> = topic.as_str().into();
-    let reader = tokio::spawn(async move {
-        let mut got = 0;
-        while got < N {
-            match tokio::time::timeout(PATIENCE, sub.next()).await {
-                Ok(Some(Ok(_))) => got += 1,
-                other => panic!("after {got}: {other:?}"),
-            }
-        }
-        got
-    });
-    let started = Instant::now();
-    let mut in_flight = FuturesOrdered::new();
-    let mut confirmed = 0;
-    for _ in 0..N {
-        if in_flight.len() >= WINDOW {
-            assert!(in_flight.next().await.unwrap() == PublishOutcome::Ok);
-            confirmed += 1;
-        }
-        in_flight
-            .push_back(producer.publish(PublishRequest::new(topic_arc.clone(), payload.clone())));
-    }
-    while let Some(outcome) = in_flight.next().await {
-        assert!(outcome == PublishOutcome::Ok);
-        confirmed += 1;
-    }
-    let published = started.elapsed();
-    assert_eq!(confirmed, N);
-    assert_eq!(reader.await.unwrap(), N);
+    let (published, delivered) =
+        common::publish_at_rate(&producer, sub, &topic, (N, WINDOW, 200), PATIENCE).await;
     eprintln!(
         "nats: {N} publishes of 200 bytes confirmed in {published:?} ({:.0} msgs/s on one producer), delivered in {:?}",
         N as f64 / published.as_secs_f64(),
-        started.elapsed()
+        delivered
     );
 }
 
@@ -360,11 +320,8 @@ async fn a_subscriber_that_does_not_read_ends_with_a_slow_consumer_error() {
         return;
     };
     let topic = backend.topic_name(&common::run_id("slow"), "t");
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     // More than the subscription channel plus async-nats' 64Ki buffer can hold.
     const N: usize = 150_000;
     let topic_arc: std::sync::Arc<str> = topic.as_str().into();
@@ -551,11 +508,8 @@ async fn a_server_that_dies_ends_subscriptions_and_publishes_do_not_hang() {
     let options = ConnectOptions::new().publish_timeout(Duration::from_secs(3));
     let backend = connect(KIND, &server.url, options).await.unwrap();
     let topic = backend.topic_name("dies", "t");
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     assert_eq!(
         producer
             .publish(PublishRequest::new(topic.as_str(), "before"))
@@ -608,11 +562,8 @@ async fn a_refused_login_is_rejected_and_the_password_is_not_shown() {
     let good = format!("nats://alice:s3cret@127.0.0.1:{port}");
     let backend = connect(KIND, &good, ConnectOptions::new()).await.unwrap();
     let topic = backend.topic_name("auth", "t");
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     assert_eq!(
         producer
             .publish(PublishRequest::new(topic.as_str(), "in"))

@@ -135,11 +135,8 @@ async fn round_trip_carries_payload_and_key() {
         return;
     };
     let topic = backend.topic_name(&common::run_id("round-trip"), "chat");
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     let long_key = "k".repeat(300);
     publish_all(
         &producer,
@@ -397,11 +394,8 @@ async fn a_one_mib_payload_round_trips() {
         return;
     };
     let topic = backend.topic_name(&common::run_id("big"), "blobs");
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     let payload: String = (0..1 << 20)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
@@ -427,11 +421,8 @@ async fn five_thousand_pipelined_publishes_are_confirmed_and_delivered_in_order(
         .prepare(&RunTopology::new("pipe").topic(TopicSpec::new(topic.as_str())))
         .await
         .unwrap();
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
     const N: usize = 5000;
     let body = "x".repeat(190);
     let started = Instant::now();
@@ -567,11 +558,11 @@ async fn a_fan_out_subscriber_on_a_dead_letter_topic_counts_attempts_too() {
         )
         .await
         .unwrap();
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()).ack(AckMode::Manual))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) = common::subscriber_and_producer(
+        &*backend,
+        SubscriptionSpec::new(topic.as_str()).ack(AckMode::Manual),
+    )
+    .await;
     publish_all(&producer, [PublishRequest::new(topic.as_str(), "bad")]).await;
     for attempt in 1..=MAX_DELIVERY_ATTEMPTS {
         let d = next(&mut sub).await;

@@ -147,11 +147,8 @@ async fn round_trip_carries_payload_key_and_sequence() {
     );
     let topic = backend.topic_name(&common::run_id("round-trip"), "chat");
     let _cleanup = Cleanup::of(&[&topic]);
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&backend, SubscriptionSpec::new(topic.as_str())).await;
     let outcome = producer
         .publish(PublishRequest::new(topic.as_str(), "hello").key("customer-7"))
         .await;
@@ -277,11 +274,11 @@ async fn nack_redelivers_with_the_next_attempt_and_ack_ends_it() {
     let backend = backend.with_ack_wait(Duration::from_secs(1));
     let topic = backend.topic_name(&common::run_id("nack"), "jobs");
     let _cleanup = Cleanup::of(&[&topic]);
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()).ack(AckMode::Manual))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) = common::subscriber_and_producer(
+        &backend,
+        SubscriptionSpec::new(topic.as_str()).ack(AckMode::Manual),
+    )
+    .await;
     publish(&producer, &topic, "job").await;
 
     let first = next(&mut sub).await;
@@ -309,11 +306,11 @@ async fn unacked_messages_come_back_after_the_ack_wait() {
     // The default ack wait (5 s), as a run uses it.
     let topic = backend.topic_name(&common::run_id("ack-wait"), "jobs");
     let _cleanup = Cleanup::of(&[&topic]);
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()).ack(AckMode::Manual))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) = common::subscriber_and_producer(
+        &backend,
+        SubscriptionSpec::new(topic.as_str()).ack(AckMode::Manual),
+    )
+    .await;
     publish(&producer, &topic, "a").await;
     publish(&producer, &topic, "b").await;
     let a = next(&mut sub).await;
@@ -467,11 +464,8 @@ async fn a_one_mib_binary_payload_round_trips() {
     };
     let topic = backend.topic_name(&common::run_id("big"), "blob");
     let _cleanup = Cleanup::of(&[&topic]);
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&backend, SubscriptionSpec::new(topic.as_str())).await;
     let payload: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
     publish(&producer, &topic, payload.clone()).await;
     publish(&producer, &topic, payload.clone()).await;
@@ -488,11 +482,8 @@ async fn five_thousand_pipelined_publishes_arrive_in_order() {
     };
     let topic = backend.topic_name(&common::run_id("pipelined"), "firehose");
     let _cleanup = Cleanup::of(&[&topic]);
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&backend, SubscriptionSpec::new(topic.as_str())).await;
     let total = 5000;
     let mut pending: FuturesOrdered<_> = (0..total)
         .map(|i| producer.publish(PublishRequest::new(topic.as_str(), format!("{i:05}"))))
@@ -668,11 +659,8 @@ async fn a_lost_connection_fails_publishes_and_ends_subscriptions_with_an_error(
     };
     let topic = backend.topic_name(&common::run_id("lost"), "t");
     let _cleanup = Cleanup::of(&[&topic]);
-    let mut sub = backend
-        .subscribe(SubscriptionSpec::new(topic.as_str()))
-        .await
-        .unwrap();
-    let producer = backend.producer().await.unwrap();
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&backend, SubscriptionSpec::new(topic.as_str())).await;
     publish(&producer, &topic, "before").await;
     assert_eq!(text(&next(&mut sub).await), "before");
 

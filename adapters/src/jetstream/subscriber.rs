@@ -253,7 +253,7 @@ impl JetStreamControl {
         let topic = self.topic.clone();
         let timeout = self.timeout;
         let subject = match &delivery.ack_token.0 {
-            AckTokenRepr::Reply(subject) => Some(Subject::from(&**subject)),
+            AckTokenRepr::Reply(subject) => Some(subject.clone()),
             _ => None,
         };
         let sequence = delivery.sequence;
@@ -263,20 +263,23 @@ impl JetStreamControl {
                     "{what} on {topic}: this delivery carries no JetStream ack subject (it came from another subscription or backend)"
                 )));
             };
-            let what = match sequence {
+            let sent =
+                tokio::time::timeout(timeout, client.publish(subject, Bytes::from_static(body)))
+                    .await;
+            // Named only when it failed: acks are per message.
+            let what = || match sequence {
                 Some(seq) => format!("{what} of {topic} #{seq}"),
                 None => format!("{what} on {topic}"),
             };
-            match tokio::time::timeout(timeout, client.publish(subject, Bytes::from_static(body)))
-                .await
-            {
+            match sent {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(AdapterError::closed(format!(
-                    "{what}: {}",
+                    "{}: {}",
+                    what(),
                     client::cause(&e)
                 ))),
                 Err(_) => Err(AdapterError::timeout(
-                    &format!("{what} (the connection's queue stayed full)"),
+                    &format!("{} (the connection's queue stayed full)", what()),
                     timeout,
                 )),
             }
@@ -496,7 +499,7 @@ impl Forwarder {
         };
         let jetstream::Message { message, .. } = message;
         let ack_token = match (&message.reply, self.manual) {
-            (Some(reply), true) => AckToken(AckTokenRepr::Reply(Arc::from(reply.as_str()))),
+            (Some(reply), true) => AckToken(AckTokenRepr::Reply(reply.clone())),
             _ => AckToken::default(),
         };
         if self.ack_each {

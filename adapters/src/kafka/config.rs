@@ -83,13 +83,8 @@ pub(crate) fn parse_url(url: &str) -> Result<KafkaUrl, AdapterError> {
     if !rest[authority_end..].trim_end_matches('/').is_empty() {
         return Err(invalid("a Kafka URL has no path or query"));
     }
-    let endpoints = endpoint::endpoints(BackendKind::Kafka, url).map_err(|e| {
-        // The shared parser's message names the URL already; add the expected form.
-        AdapterError::new(
-            ErrorKind::InvalidUrl,
-            format!("{} (expected {URL_FORM})", e.message()),
-        )
-    })?;
+    let endpoints =
+        endpoint::parse_endpoints(BackendKind::Kafka, url).map_err(|why| invalid(&why))?;
     if let Some(zero) = endpoints.iter().find(|e| e.port == 0) {
         return Err(invalid(&format!("port 0 in '{}'", zero.host_port())));
     }

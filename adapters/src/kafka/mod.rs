@@ -171,10 +171,12 @@ impl KafkaBackend {
         let host_ports: Vec<String> = parsed.endpoints.iter().map(|e| e.host_port()).collect();
         let dials = host_ports
             .iter()
-            .map(|host_port| net::dial("kafka", url, host_port, options.connect_timeout));
+            .map(|host_port| net::reach(host_port, options.connect_timeout));
         let dialed = futures::future::join_all(dials).await;
         if !dialed.iter().any(Result::is_ok) {
-            return Err(dial_failure(url, dialed));
+            // No bootstrap address accepted a TCP connection: say what each answered.
+            let why: Vec<_> = dialed.into_iter().filter_map(Result::err).collect();
+            return Err(net::unreachable("kafka", url, &why));
         }
         drop(dialed);
         let shared = Arc::new(Shared::new(url, parsed.bootstrap, options.clone())?);
@@ -222,29 +224,6 @@ impl KafkaBackend {
     pub fn bootstrap_servers(&self) -> &str {
         &self.shared.bootstrap
     }
-}
-
-/// The connect error when no bootstrap address accepted a TCP connection.
-fn dial_failure<T>(url: &str, dialed: Vec<Result<T, AdapterError>>) -> AdapterError {
-    let mut errors: Vec<AdapterError> = dialed.into_iter().filter_map(Result::err).collect();
-    if errors.len() == 1 {
-        return errors.remove(0);
-    }
-    // Each message reads "cannot connect to kafka at URL (DETAIL)": keep the details.
-    let prefix = format!("cannot connect to kafka at {url} (");
-    let details: Vec<&str> = errors
-        .iter()
-        .map(|e| {
-            e.message()
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.strip_suffix(')'))
-                .unwrap_or(e.message())
-        })
-        .collect();
-    AdapterError::connect(format!(
-        "cannot connect to kafka at {url} ({})",
-        details.join("; ")
-    ))
 }
 
 impl std::fmt::Debug for KafkaBackend {

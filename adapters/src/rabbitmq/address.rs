@@ -66,7 +66,7 @@ impl Target {
     /// [`ErrorKind::InvalidUrl`] naming the URL (password redacted), what is wrong and
     /// the expected form.
     pub(super) fn parse(url: &str) -> Result<Target, AdapterError> {
-        let display = redact(url);
+        let display = endpoint::redact(url);
         let invalid = |why: &str| {
             AdapterError::new(
                 ErrorKind::InvalidUrl,
@@ -83,8 +83,8 @@ impl Target {
                 "unsupported scheme '{scheme}' (amqp or amqps)"
             )));
         }
-        let endpoints = endpoint::endpoints(BackendKind::Rabbitmq, url)
-            .map_err(|e| invalid(strip_url_prefix(e.message())))?;
+        let endpoints =
+            endpoint::parse_endpoints(BackendKind::Rabbitmq, url).map_err(|why| invalid(&why))?;
         let [endpoint] = endpoints.as_slice() else {
             return Err(invalid("more than one host; name a single broker"));
         };
@@ -127,11 +127,6 @@ impl Target {
     }
 }
 
-/// `invalid rabbitmq URL '...': why` from the endpoint parser, without its own prefix.
-fn strip_url_prefix(message: &str) -> &str {
-    message.split_once("': ").map_or(message, |(_, why)| why)
-}
-
 /// The value of query parameter `name` in `url`, if present.
 fn query_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
     let query = url.split_once('?')?.1;
@@ -141,24 +136,6 @@ fn query_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.split_once('='))
         .find(|(key, _)| *key == name)
         .map(|(_, value)| value)
-}
-
-/// `url` with the password of its user info replaced by `***`:
-/// `amqp://guest:guest@h/%2f` → `amqp://guest:***@h/%2f`. A URL without a password is
-/// returned as written.
-pub(super) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, hosts)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{hosts}{tail}"),
-        None => url.to_owned(),
-    }
 }
 
 /// Reaches the broker within `timeout` and returns its name and version

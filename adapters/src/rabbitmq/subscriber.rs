@@ -297,22 +297,24 @@ impl Control {
         }
         let channel = self.channel.clone();
         let deadline = Deadline::after(self.context.options.request_timeout);
-        let what = format!(
-            "{verb} of delivery {tag} on '{}' on rabbitmq at {}",
-            self.topic, self.context.target.display
-        );
+        // Named only when it fails: acks are per message.
+        let (topic, context) = (self.topic.clone(), self.context.clone());
+        let what = move || {
+            format!(
+                "{verb} of delivery {tag} on '{topic}' on rabbitmq at {}",
+                context.target.display
+            )
+        };
         Box::pin(async move {
             if nack {
                 let options = BasicNackOptions {
                     multiple: false,
                     requeue: true,
                 };
-                deadline
-                    .run(|| what, channel.basic_nack(tag, options))
-                    .await
+                deadline.run(what, channel.basic_nack(tag, options)).await
             } else {
                 let options = BasicAckOptions { multiple: false };
-                deadline.run(|| what, channel.basic_ack(tag, options)).await
+                deadline.run(what, channel.basic_ack(tag, options)).await
             }
         })
     }

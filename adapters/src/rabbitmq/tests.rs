@@ -4,10 +4,11 @@
 use lapin::protocol::{AMQPError, AMQPHardError, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
-use super::address::{Target, redact, server_version};
+use super::address::{Target, server_version};
 use super::errors::{connect_failed, describe};
 use super::message;
 use super::topology::{self, KEY_HEADER, MAX_DELIVERY_ATTEMPTS, QueuePlan, QueueType, TopicConfig};
+use crate::endpoint::redact;
 use crate::error::ErrorKind;
 
 #[test]

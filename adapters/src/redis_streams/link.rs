@@ -30,6 +30,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::backend::ConnectOptions;
+use crate::endpoint::{self, Endpoint};
 use crate::error::{AdapterError, ErrorKind, fmt_duration};
 use crate::net;
 
@@ -81,7 +82,7 @@ impl Target {
     /// [`ErrorKind::Unsupported`] for TLS (`rediss://`) and Unix sockets, which this build
     /// does not speak.
     pub(super) fn parse(url: &str) -> Result<Target, AdapterError> {
-        let shown = redact(url);
+        let shown = endpoint::redact(url);
         let invalid = |why: &str| {
             AdapterError::new(
                 ErrorKind::InvalidUrl,
@@ -119,8 +120,11 @@ impl Target {
             )
         })?;
         let host_port = match info.addr() {
-            ConnectionAddr::Tcp(host, port) if host.contains(':') => format!("[{host}]:{port}"),
-            ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+            ConnectionAddr::Tcp(host, port) => Endpoint {
+                host: host.clone(),
+                port: *port,
+            }
+            .host_port(),
             other => return Err(invalid(&format!("not a TCP address: {other}"))),
         };
         let settings = info.redis_settings();
@@ -137,24 +141,6 @@ impl Target {
     fn user(&self) -> &str {
         self.username.as_deref().unwrap_or("default")
     }
-}
-
-/// The URL with the password (if any) replaced by `***`.
-pub(super) fn redact(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, url),
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let Some((userinfo, hosts)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    let Some((user, _password)) = userinfo.split_once(':') else {
-        return url.to_owned();
-    };
-    let scheme = scheme.map(|s| format!("{s}://")).unwrap_or_default();
-    format!("{scheme}{user}:***@{hosts}{tail}")
 }
 
 /// What a connection is for: its name in `CLIENT LIST` and what the handshake asks.
@@ -513,6 +499,7 @@ pub(super) fn text(value: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoint::redact;
 
     #[test]
     fn passwords_are_redacted() {

@@ -118,3 +118,70 @@ pub async fn connect_err(
 pub fn text(d: &brokerbench_adapters::Delivery) -> &str {
     std::str::from_utf8(&d.payload).expect("payload is UTF-8")
 }
+
+/// A ready subscription for `spec` on `backend`, then a producer: the start of most
+/// round-trip tests.
+pub async fn subscriber_and_producer(
+    backend: &(impl Backend + ?Sized),
+    spec: brokerbench_adapters::SubscriptionSpec,
+) -> (
+    brokerbench_adapters::Subscription,
+    brokerbench_adapters::Producer,
+) {
+    let topic = spec.topic.clone();
+    let sub = match backend.subscribe(spec).await {
+        Ok(sub) => sub,
+        Err(e) => panic!("subscribe to {topic}: {e}"),
+    };
+    let producer = match backend.producer().await {
+        Ok(producer) => producer,
+        Err(e) => panic!("a producer for {topic}: {e}"),
+    };
+    (sub, producer)
+}
+
+/// Publishes `n` messages of `size` bytes to `topic` with up to `window` in flight, each
+/// of which must be confirmed `Ok`, while a task reads `sub` until it has all `n` (each
+/// within `patience`). Returns how long the publishes took to be confirmed and how long
+/// until everything was delivered, for a printed throughput figure.
+pub async fn publish_at_rate(
+    producer: &brokerbench_adapters::Producer,
+    mut sub: brokerbench_adapters::Subscription,
+    topic: &str,
+    (n, window, size): (usize, usize, usize),
+    patience: Duration,
+) -> (Duration, Duration) {
+    use brokerbench_adapters::{PublishOutcome, PublishRequest};
+    use futures::StreamExt;
+    use futures::stream::FuturesOrdered;
+    let payload = bytes::Bytes::from(vec![b'p'; size]);
+    let topic: std::sync::Arc<str> = topic.into();
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < n {
+            match tokio::time::timeout(patience, sub.next()).await {
+                Ok(Some(Ok(_))) => got += 1,
+                other => panic!("after {got}: {other:?}"),
+            }
+        }
+        got
+    });
+    let started = std::time::Instant::now();
+    let mut in_flight = FuturesOrdered::new();
+    let mut confirmed = 0;
+    for _ in 0..n {
+        if in_flight.len() >= window {
+            assert!(in_flight.next().await.unwrap() == PublishOutcome::Ok);
+            confirmed += 1;
+        }
+        in_flight.push_back(producer.publish(PublishRequest::new(topic.clone(), payload.clone())));
+    }
+    while let Some(outcome) = in_flight.next().await {
+        assert!(outcome == PublishOutcome::Ok);
+        confirmed += 1;
+    }
+    let published = started.elapsed();
+    assert_eq!(confirmed, n);
+    assert_eq!(reader.await.unwrap(), n);
+    (published, started.elapsed())
+}
