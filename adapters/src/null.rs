@@ -106,7 +106,7 @@ impl NullState {
         let delivery = Delivery {
             topic: topic.name.clone(),
             payload: request.payload,
-            key: request.key,
+            key: request.key.as_deref().map(str::to_owned),
             redelivered: false,
             attempt: None,
             sequence: Some(index),

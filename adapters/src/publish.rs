@@ -63,7 +63,7 @@ pub struct PublishRequest {
     /// the others the key travels as message metadata where the broker has a place for
     /// one (a header, a stream field) and orders nothing: a scenario that *depends* on
     /// per-key order must require the capability itself.
-    pub key: Option<String>,
+    pub key: Option<Arc<str>>,
     /// Message id for idempotent publishing: a second publish with the same id inside the
     /// broker's window is not delivered again (needs [`Capability::Dedup`]).
     pub id: Option<String>,
@@ -98,9 +98,10 @@ impl PublishRequest {
         self.delivery(DeliveryMode::One)
     }
 
-    /// Sets the ordering key.
+    /// Sets the message key. An `Arc<str>` is shared, not copied, so a producer drawing
+    /// from a fixed set of keys allocates nothing per message.
     #[must_use]
-    pub fn key(mut self, key: impl Into<String>) -> Self {
+    pub fn key(mut self, key: impl Into<Arc<str>>) -> Self {
         self.key = Some(key.into());
         self
     }

@@ -825,10 +825,11 @@ async fn produce(
     });
     let clock = shared.clock();
     let mut rng = fastrand::Rng::new();
-    let keys: Vec<String> = plan
+    // Shared, so drawing a key for a message copies a pointer, not the string.
+    let keys: Vec<Arc<str>> = plan
         .keys
         .as_ref()
-        .map(|k| (0..k.count).map(|i| format!("k{i}")).collect())
+        .map(|k| (0..k.count).map(|i| Arc::from(format!("k{i}"))).collect())
         .unwrap_or_default();
     let mut outbox = Outbox::new(id);
     let mut seq = 0u64;

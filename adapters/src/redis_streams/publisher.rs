@@ -278,7 +278,7 @@ fn xadd(request: &PublishRequest, max_len: Option<u64>) -> Cmd {
     }
     cmd.arg("*").arg(FIELD_PAYLOAD).arg(&request.payload[..]);
     if let Some(key) = &request.key {
-        cmd.arg(FIELD_KEY).arg(key.as_str());
+        cmd.arg(FIELD_KEY).arg(&**key);
     }
     cmd
 }
