@@ -4,21 +4,11 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn brokerbench(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_brokerbench"))
-        .args(args)
-        .current_dir(dir)
-        .env("CI", "true")
-        .env_remove("BROKERBENCH_REFERENCE_URL")
-        .output()
-        .expect("brokerbench runs")
-}
+mod common;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{brokerbench, text};
 
 /// A small scenario (one topic, 200 msgs/s) with the given `[[alerts]]` tables.
 fn scenario(dir: &Path, name: &str, alerts: &str) -> String {
@@ -289,10 +279,7 @@ fn exported_rules_pass_promtool() {
     assert!(rules.contains("expr: 'brokerbench_e2e_latency_quantile_seconds{quantile=\"0.99\",scenario=\"chat-1to1\"} > 0.02'"), "{rules}");
     assert!(rules.contains("expr: 'brokerbench_availability_ratio{operation=\"delivery\",scenario=\"chat-1to1\"} < 0.999'"), "{rules}");
 
-    let required = std::env::var("BROKERBENCH_REQUIRE_TOOLS").is_ok_and(|v| {
-        v.split(',')
-            .any(|t| t.trim() == "all" || t.trim() == "promtool")
-    });
+    let required = common::tool_required("promtool");
     let promtool = ["/usr/bin/promtool", "promtool"].into_iter().find(|p| {
         Command::new(p)
             .arg("--version")

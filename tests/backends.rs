@@ -3,32 +3,13 @@
 //! line on stderr, unless `BROKERBENCH_REQUIRE_BACKENDS` (`all` or a comma list) requires it.
 
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{backend_required, brokerbench, text};
+
 const REAL_BACKENDS: [&str; 5] = ["nats", "jetstream", "rabbitmq", "redis", "kafka"];
-
-fn brokerbench(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_brokerbench"))
-        .args(args)
-        .current_dir(dir)
-        .env("CI", "true")
-        .output()
-        .expect("brokerbench runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn required(backend: &str) -> bool {
-    std::env::var("BROKERBENCH_REQUIRE_BACKENDS").is_ok_and(|list| {
-        list.split(',')
-            .map(str::trim)
-            .any(|n| n.eq_ignore_ascii_case("all") || n.eq_ignore_ascii_case(backend))
-    })
-}
 
 /// Every real backend: a short chat-1to1 run completes with exit 0, loses nothing, and its
 /// record names the backend, its version and the broker's resource use when the broker
@@ -56,7 +37,8 @@ fn a_scenario_runs_on_every_real_backend() {
             dir.path(),
         );
         let stderr = text(&run.stderr);
-        if !run.status.success() && stderr.contains("cannot connect") && !required(backend) {
+        if !run.status.success() && stderr.contains("cannot connect") && !backend_required(backend)
+        {
             let line = format!(
                 "SKIPPED {backend} run test: {} (start the brokers with `scripts/services up`)\n",
                 stderr

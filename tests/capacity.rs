@@ -1,21 +1,10 @@
 //! `brokerbench capacity` on the embedded reference broker: short steps, a low --max.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn brokerbench(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_brokerbench"))
-        .args(args)
-        .current_dir(dir)
-        .env("CI", "true")
-        .env_remove("BROKERBENCH_REFERENCE_URL")
-        .output()
-        .expect("brokerbench runs")
-}
+mod common;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{brokerbench, text};
 
 fn scenario(dir: &Path) -> String {
     let path = dir.join("cap.toml");

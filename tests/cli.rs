@@ -1,21 +1,8 @@
 //! `brokerbench` as a user types it: the real binary, temp dirs, exit codes.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn brokerbench(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_brokerbench"))
-        .args(args)
-        .current_dir(dir)
-        .env("CI", "true")
-        .env_remove("BROKERBENCH_REFERENCE_URL")
-        .output()
-        .expect("brokerbench runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{brokerbench, text};
 
 /// Every built-in scenario runs against the embedded reference broker (at a reduced rate
 /// and duration) and writes a complete, loss-free run record.

@@ -9,21 +9,18 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{text, tool_required};
+
 const TOKEN: &str = "s3cret-token-for-the-test";
 
 fn brokerbench(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_brokerbench"))
+    common::command(dir)
         .args(args)
-        .current_dir(dir)
-        .env("CI", "true")
         .env("BROKERBENCH_NOTIFY_BEARER_TOKEN", TOKEN)
-        .env_remove("BROKERBENCH_REFERENCE_URL")
         .output()
         .expect("brokerbench runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A 1 s scenario with one rule that always fires critical and one that passes.
@@ -296,17 +293,12 @@ fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
-fn required(tool: &str) -> bool {
-    std::env::var("BROKERBENCH_REQUIRE_TOOLS")
-        .is_ok_and(|v| v.split(',').any(|t| t.trim() == "all" || t.trim() == tool))
-}
-
 #[test]
 fn a_firing_alert_reaches_a_real_alertmanager() {
     let binary = Path::new("/usr/bin/prometheus-alertmanager");
     if !binary.exists() {
         assert!(
-            !required("alertmanager"),
+            !tool_required("alertmanager"),
             "BROKERBENCH_REQUIRE_TOOLS asks for alertmanager but {} is missing (apt-get install prometheus-alertmanager)",
             binary.display()
         );

@@ -13,19 +13,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-fn brokerbench(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_brokerbench"))
-        .args(args)
-        .current_dir(dir)
-        .env("CI", "true")
-        .env_remove("BROKERBENCH_REFERENCE_URL")
-        .output()
-        .expect("brokerbench runs")
-}
+mod common;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{brokerbench, text, tool_required};
 
 /// Asserts success and returns stdout.
 fn ok(out: &Output, what: &str) -> String {
@@ -118,14 +108,6 @@ fn fixture() -> &'static Fixture {
         }
         f
     })
-}
-
-/// Whether a missing `tool` must fail the test (`BROKERBENCH_REQUIRE_TOOLS=all` or a list
-/// naming it) rather than skip it.
-fn tool_required(tool: &str) -> bool {
-    std::env::var("BROKERBENCH_REQUIRE_TOOLS")
-        .map(|v| v.split(',').any(|t| t.trim() == "all" || t.trim() == tool))
-        .unwrap_or(false)
 }
 
 /// Prints that `test` skips a check because `tool` is missing, or fails if the tool is

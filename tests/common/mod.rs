@@ -1,0 +1,48 @@
+//! What the CLI test files share: running the real binary, reading its output, and the
+//! `BROKERBENCH_REQUIRE_*` lists that turn a missing broker or tool into a failure.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The `brokerbench` binary in `dir`, as CI runs it (`CI` set, so progress is plain
+/// lines) and with no reference broker URL inherited, so `run` embeds its own broker.
+pub fn command(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brokerbench"));
+    command
+        .current_dir(dir)
+        .env("CI", "true")
+        .env_remove("BROKERBENCH_REFERENCE_URL");
+    command
+}
+
+/// Runs `brokerbench ARGS` in `dir` to completion.
+pub fn brokerbench(args: &[&str], dir: &Path) -> Output {
+    command(dir).args(args).output().expect("brokerbench runs")
+}
+
+/// Output bytes as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Whether the comma-separated list in environment variable `var` is `all` or names
+/// `name` (case-insensitive).
+pub fn listed(var: &str, name: &str) -> bool {
+    std::env::var(var).is_ok_and(|list| {
+        list.split(',')
+            .map(str::trim)
+            .any(|n| n.eq_ignore_ascii_case("all") || n.eq_ignore_ascii_case(name))
+    })
+}
+
+/// Whether a missing `tool` must fail the test rather than skip it.
+pub fn tool_required(tool: &str) -> bool {
+    listed("BROKERBENCH_REQUIRE_TOOLS", tool)
+}
+
+/// Whether an unreachable `backend` must fail the test rather than skip it.
+pub fn backend_required(backend: &str) -> bool {
+    listed("BROKERBENCH_REQUIRE_BACKENDS", backend)
+}
