@@ -20,15 +20,17 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Starts the broker on a free port of 127.0.0.1 and waits until it listens.
+    /// Starts the broker on a free port of 127.0.0.1 with the extra `flags` (those of
+    /// `brokerbench broker`) and waits until it listens.
     ///
     /// # Errors
     ///
     /// When the binary cannot be found or started, or does not report its address in time.
-    pub async fn start() -> anyhow::Result<EmbeddedBroker> {
+    pub async fn start(flags: &[String]) -> anyhow::Result<EmbeddedBroker> {
         let exe = std::env::current_exe().context("cannot find the brokerbench binary")?;
         let mut child = Command::new(&exe)
             .args(["broker", "--port", "0"])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

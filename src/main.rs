@@ -17,6 +17,7 @@ mod broker;
 mod capacity;
 mod check;
 mod compare;
+mod conform;
 mod embedded;
 mod export;
 mod merge;
@@ -80,6 +81,9 @@ enum Command {
     /// Step the offered rate up with real runs until the SLA breaks; report the break
     /// point, the curve and call-volume thresholds.
     Capacity(capacity::Args),
+    /// Check which delivery guarantees each broker really keeps: a matrix of checks ×
+    /// backends (pass, FAIL, unsupported), compared with the expected matrix.
+    Conform(Box<conform::Args>),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
         Command::Check(args) => report(check::main(&args)),
         Command::Alerts(args) => report(alerts::main(&args)),
         Command::Capacity(args) => block_on(capacity::main(args)),
+        Command::Conform(args) => block_on(conform::main(*args)),
     }
 }
 

@@ -202,6 +202,8 @@ pub(crate) struct Connection {
     pub backend: Arc<dyn Backend>,
     /// The endpoint, credentials redacted.
     pub url: String,
+    /// The endpoint as given, credentials included, to connect more clients.
+    pub raw_url: String,
     /// The broker's process on this machine, for CPU and memory figures.
     pub broker_pid: Option<u32>,
     /// Notes for the record about the set-up (what could not be sampled).
@@ -220,12 +222,26 @@ impl Connection {
         url: Option<&str>,
         containers: bool,
     ) -> anyhow::Result<Self> {
+        Self::open_with(kind, url, containers, &[]).await
+    }
+
+    /// [`open`](Self::open), starting an embedded reference broker with the extra
+    /// `broker_flags` (`--cache-size 100`, ...).
+    ///
+    /// # Errors
+    /// When the broker cannot be started or connected to.
+    pub(crate) async fn open_with(
+        kind: BackendKind,
+        url: Option<&str>,
+        containers: bool,
+        broker_flags: &[String],
+    ) -> anyhow::Result<Self> {
         let from_env = env_url(kind);
         let configured = url.is_some() || from_env.is_some();
         let (target, url) = match kind {
             _ if containers => start_container(kind).await?,
             BackendKind::Reference if !configured => {
-                let broker = EmbeddedBroker::start().await?;
+                let broker = EmbeddedBroker::start(broker_flags).await?;
                 let url = broker.url().to_string();
                 (Target::Embedded(Box::new(broker)), url)
             }
@@ -268,6 +284,7 @@ impl Connection {
             kind,
             backend,
             url: endpoint::redact(&url),
+            raw_url: url,
             broker_pid,
             setup_notes,
         })

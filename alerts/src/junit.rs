@@ -6,26 +6,9 @@
 
 use std::fmt::Write as _;
 
-use crate::evaluate::{Severity, Verdict};
+use brokerbench_results::xml::escape;
 
-/// Escapes text for an XML attribute or element.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' => out.push_str("&#10;"),
-            // Characters XML 1.0 does not allow at all.
-            c if (c as u32) < 0x20 && c != '\t' && c != '\r' => out.push('?'),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::evaluate::{Severity, Verdict};
 
 /// The JUnit XML document of `verdicts` for the run `suite` (e.g. `chat-1to1 on
 /// reference`); verdicts at or above `fail_on` are failures (none with `None`).

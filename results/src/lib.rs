@@ -15,11 +15,15 @@
 //! - [`merge`](mod@merge): several load generators' records of one run merged into one record.
 //! - [`hlog`]: HdrHistogram interval logs of a record's per-interval histograms.
 //! - [`openmetrics`]: a record's figures as OpenMetrics / Prometheus text.
+//! - [`conformance`]: the conformance matrix (checks × backends), its JSON document and
+//!   its terminal, markdown and JUnit renderings.
+//! - [`xml`]: escaping for the JUnit documents.
 //!
 //! The JSON schema is documented in `results/README.md`.
 
 pub mod collector;
 pub mod compare;
+pub mod conformance;
 pub mod histogram;
 pub mod hlog;
 mod human;
@@ -30,9 +34,14 @@ pub mod recorder;
 pub mod report;
 pub mod sequence;
 pub mod summary;
+pub mod xml;
 
 pub use collector::{Collector, CollectorError};
 pub use compare::{Comparison, ScenarioMismatch, same_scenario};
+pub use conformance::{
+    BackendColumn, Cell, ConformanceReport, Counts, Expectation, Gate,
+    Verdict as ConformanceVerdict,
+};
 pub use histogram::{HistogramError, LatencyHistogram, Summary};
 pub use hlog::{HlogError, read_interval_log, write_interval_log};
 pub use merge::{MergeError, merge};

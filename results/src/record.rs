@@ -33,7 +33,7 @@ pub enum RecordError {
         source: std::io::Error,
     },
     /// The file is not JSON, or not a run record of the expected shape.
-    #[error("{}: not a valid run record: {source}", path.display())]
+    #[error("{}: not a valid brokerbench document (run record or conformance report): {source}", path.display())]
     Json {
         /// The file concerned.
         path: PathBuf,
@@ -42,14 +42,14 @@ pub enum RecordError {
         source: serde_json::Error,
     },
     /// The file has no numeric `schema_version`.
-    #[error("{}: not a brokerbench run record (no numeric `schema_version` field)", path.display())]
+    #[error("{}: not a brokerbench run record or conformance report (no numeric `schema_version` field)", path.display())]
     MissingSchemaVersion {
         /// The file concerned.
         path: PathBuf,
     },
     /// The file was written with a schema version this build does not read.
     #[error(
-        "{}: run record schema_version {found} is not supported (this brokerbench reads version {supported})",
+        "{}: schema_version {found} is not supported (this brokerbench reads version {supported})",
         path.display()
     )]
     UnsupportedSchemaVersion {
@@ -63,7 +63,7 @@ pub enum RecordError {
 }
 
 /// RFC 3339 UTC timestamps for serde (`2026-11-22T10:15:00.123456789Z`).
-mod rfc3339_utc {
+pub(crate) mod rfc3339_utc {
     use serde::{Deserialize, Deserializer, Serializer, de, ser};
     use time::format_description::well_known::Rfc3339;
     use time::{OffsetDateTime, UtcOffset};
@@ -526,37 +526,7 @@ impl RunRecord {
     /// [`RecordError::Io`] on any file-system failure, [`RecordError::Json`] if the
     /// record cannot be serialised (a timestamp outside years 0..=9999).
     pub fn write(&self, path: &Path) -> Result<(), RecordError> {
-        let io = |source| RecordError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        fs::create_dir_all(dir).map_err(io)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".brokerbench-record-")
-            .suffix(".json.tmp")
-            .tempfile_in(dir)
-            .map_err(io)?;
-        {
-            let mut out = BufWriter::new(tmp.as_file_mut());
-            serde_json::to_writer_pretty(&mut out, self).map_err(|source| RecordError::Json {
-                path: path.to_owned(),
-                source,
-            })?;
-            out.write_all(b"\n").map_err(io)?;
-            out.flush().map_err(io)?;
-        }
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        // Make the rename itself durable. Best effort: some file systems refuse to
-        // fsync a directory, and the record is already complete either way.
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_json_atomically(self, path)
     }
 
     /// Reads a record, checking its `schema_version` before its shape.
@@ -566,11 +536,7 @@ impl RunRecord {
     /// or [`RecordError::UnsupportedSchemaVersion`] for a foreign or newer document,
     /// [`RecordError::Json`] for malformed JSON or a field of the wrong shape.
     pub fn read(path: &Path) -> Result<Self, RecordError> {
-        let text = fs::read_to_string(path).map_err(|source| RecordError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_json(&text, path)
+        read_json_document(path, SCHEMA_VERSION)
     }
 
     /// Parses a record from JSON text; `origin` names it in errors.
@@ -578,28 +544,91 @@ impl RunRecord {
     /// # Errors
     /// As [`RunRecord::read`], without the I/O case.
     pub fn from_json(text: &str, origin: &Path) -> Result<Self, RecordError> {
-        let json = |source| RecordError::Json {
-            path: origin.to_owned(),
-            source,
-        };
-        let value: Value = serde_json::from_str(text).map_err(json)?;
-        match value.get("schema_version").and_then(Value::as_u64) {
-            None => {
-                return Err(RecordError::MissingSchemaVersion {
-                    path: origin.to_owned(),
-                });
-            }
-            Some(v) if v != u64::from(SCHEMA_VERSION) => {
-                return Err(RecordError::UnsupportedSchemaVersion {
-                    path: origin.to_owned(),
-                    found: v,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            Some(_) => {}
-        }
-        serde_json::from_value(value).map_err(json)
+        parse_json_document(text, origin, SCHEMA_VERSION)
     }
+}
+
+/// Writes `value` as pretty JSON to `path` atomically: a temporary file in the same
+/// directory, flushed and synced, then renamed over `path`. Creates the directory if
+/// needed; replaces an existing file. Run records and conformance reports are written
+/// this way, so a reader never sees half a document.
+pub(crate) fn write_json_atomically<T: Serialize>(
+    value: &T,
+    path: &Path,
+) -> Result<(), RecordError> {
+    let io = |source| RecordError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir).map_err(io)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".brokerbench-record-")
+        .suffix(".json.tmp")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    {
+        let mut out = BufWriter::new(tmp.as_file_mut());
+        serde_json::to_writer_pretty(&mut out, value).map_err(|source| RecordError::Json {
+            path: path.to_owned(),
+            source,
+        })?;
+        out.write_all(b"\n").map_err(io)?;
+        out.flush().map_err(io)?;
+    }
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    // Make the rename itself durable. Best effort: some file systems refuse to fsync a
+    // directory, and the document is already complete either way.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads a JSON document of schema version `version` from `path`.
+pub(crate) fn read_json_document<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    version: u32,
+) -> Result<T, RecordError> {
+    let text = fs::read_to_string(path).map_err(|source| RecordError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_json_document(&text, path, version)
+}
+
+/// Parses a JSON document, checking its `schema_version` before its shape; `origin` names
+/// it in errors.
+fn parse_json_document<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &Path,
+    version: u32,
+) -> Result<T, RecordError> {
+    let json = |source| RecordError::Json {
+        path: origin.to_owned(),
+        source,
+    };
+    let value: Value = serde_json::from_str(text).map_err(json)?;
+    match value.get("schema_version").and_then(Value::as_u64) {
+        None => {
+            return Err(RecordError::MissingSchemaVersion {
+                path: origin.to_owned(),
+            });
+        }
+        Some(v) if v != u64::from(version) => {
+            return Err(RecordError::UnsupportedSchemaVersion {
+                path: origin.to_owned(),
+                found: v,
+                supported: version,
+            });
+        }
+        Some(_) => {}
+    }
+    serde_json::from_value(value).map_err(json)
 }
 
 /// Replaces anything but ASCII letters, digits, `-` and `_` by `-`, collapses runs of

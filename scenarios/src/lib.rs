@@ -28,6 +28,7 @@ mod units;
 mod validate;
 
 pub mod builtin;
+pub mod conformance;
 
 use std::time::Duration;
 

@@ -1,0 +1,151 @@
+//! `dedup`: the same message id published twice inside the window is stored and
+//! delivered once.
+
+use std::sync::Arc;
+
+use brokerbench_adapters::{
+    Capability, PublishOutcome, PublishRequest, StartPosition, SubscriptionSpec, TopicSpec,
+};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+
+use super::{all_have, producer, readers, settle, volume};
+use crate::conformance::reader::{Acking, Reader, finish_all};
+use crate::conformance::tally::{Order, sample, tally};
+use crate::conformance::{Ctx, During, Finding, Stop};
+
+/// Every id is published twice, back to back (both copies in flight together), to a topic
+/// with a live subscriber; the subscriber must get each once. Where the backend can
+/// replay, a late subscriber from the beginning must also find each stored once.
+pub(super) async fn dedup(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
+    let p = ctx.params;
+    let topic: Arc<str> = ctx.topic("dedup").into();
+    ctx.prepare(vec![TopicSpec::new(&*topic).partitions(1)])
+        .await?;
+    let live = readers(ctx, &SubscriptionSpec::new(topic.clone()), 1, Acking::Never).await?;
+    let producer = producer(ctx).await?;
+    let mut ledger = ctx.ledger();
+    let mut in_flight = FuturesOrdered::new();
+    let mut second_duplicate = 0u64;
+    let mut second_ok = 0u64;
+    let mut refused = Vec::new();
+    for i in 0..p.dedup_ids {
+        let (id, payload) = ledger.message(0, None, p.size);
+        let dedup_id = format!("{:08x}-{i}", ctx.run);
+        ledger.sent(id, None);
+        for copy in 0..2 {
+            let request = PublishRequest::new(topic.clone(), payload.clone()).id(dedup_id.clone());
+            let publish = producer.publish(request);
+            in_flight.push_back(async move { (id, copy, publish.await) });
+        }
+        while in_flight.len() >= p.window.max(2) {
+            if let Some(done) = in_flight.next().await {
+                record(
+                    &mut ledger,
+                    done,
+                    &mut second_duplicate,
+                    &mut second_ok,
+                    &mut refused,
+                );
+            }
+        }
+    }
+    while let Some(done) = in_flight.next().await {
+        record(
+            &mut ledger,
+            done,
+            &mut second_duplicate,
+            &mut second_ok,
+            &mut refused,
+        );
+    }
+    let want = ledger.confirmed() as usize;
+    all_have(&live, want, ctx.deadline()).await;
+    settle(ctx).await;
+    let live_log = finish_all(live).await.remove(0);
+    let live_tally = tally(&ledger, &live_log.received, |_| true, Order::Ignore);
+
+    let mut counts = live_tally.counts.clone();
+    let mut stored = None;
+    if ctx.backend.capabilities().contains(Capability::Replay) {
+        let sub = ctx
+            .backend
+            .subscribe(SubscriptionSpec::new(topic.clone()).start(StartPosition::Beginning))
+            .await
+            .during("subscribing from the beginning")?;
+        let late = Reader::spawn(sub, ctx.run, Acking::Never);
+        all_have(std::slice::from_ref(&late), want, ctx.deadline()).await;
+        settle(ctx).await;
+        let log = late.finish().await;
+        let t = tally(&ledger, &log.received, |_| true, Order::Ignore);
+        counts.add(&t.counts);
+        stored = Some(t);
+    }
+    volume(&mut counts, &ledger);
+    counts.published = u64::from(p.dedup_ids) * 2;
+    counts.detail("ids", u64::from(p.dedup_ids));
+    counts.detail("second_copies_answered_duplicate", second_duplicate);
+    counts.detail("second_copies_answered_ok", second_ok);
+    let mut finding = Finding::new(counts);
+    if live_tally.counts.duplicated > 0 {
+        finding.fail(format!(
+            "{} ids were delivered twice to the live subscriber",
+            live_tally.counts.duplicated
+        ));
+    }
+    if live_tally.counts.lost > 0 {
+        finding.fail(format!(
+            "{} ids never reached the live subscriber ({})",
+            live_tally.counts.lost,
+            sample(&live_tally.missing)
+        ));
+    }
+    if let Some(t) = &stored {
+        if t.counts.duplicated > 0 || t.counts.lost > 0 {
+            finding.fail(format!(
+                "read back from the beginning: {} (stored twice or not at all)",
+                t.counts.anomaly_summary()
+            ));
+        }
+    }
+    if live_tally.counts.phantom > 0 {
+        finding.fail(format!(
+            "{} deliveries were never published or corrupted",
+            live_tally.counts.phantom
+        ));
+    }
+    if let Some(reason) = refused.first() {
+        finding.fail(format!(
+            "{} publishes were refused: {reason}",
+            refused.len()
+        ));
+    }
+    let stored_text = if stored.is_some() {
+        ", and stored once"
+    } else {
+        ""
+    };
+    Ok(finding.summary(format!(
+        "{} ids published twice each ({second_duplicate} second copies answered as duplicates): each delivered once{stored_text}",
+        p.dedup_ids
+    )))
+}
+
+/// Records one copy's outcome: the first confirmation of an id is its fate in the ledger.
+fn record(
+    ledger: &mut crate::conformance::ledger::Ledger,
+    (id, copy, outcome): (crate::conformance::message::MessageId, u8, PublishOutcome),
+    second_duplicate: &mut u64,
+    second_ok: &mut u64,
+    refused: &mut Vec<String>,
+) {
+    match &outcome {
+        PublishOutcome::Duplicate if copy == 1 => *second_duplicate += 1,
+        PublishOutcome::Ok if copy == 1 => *second_ok += 1,
+        PublishOutcome::Failed(reason) => refused.push(reason.clone()),
+        _ => {}
+    }
+    if !ledger.is_confirmed(&id) {
+        ledger.outcome(id, &outcome);
+    }
+}
