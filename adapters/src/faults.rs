@@ -1,9 +1,13 @@
 //! A backend that misbehaves on purpose, to prove that measurements and checks catch it.
 //!
 //! [`FaultyBackend`] wraps any backend and, per its [`FaultPlan`], delays every delivery
-//! by a known amount, stalls publishes periodically (the coordinated-omission case), and
-//! drops, duplicates or holds back (reorders) the deliveries a predicate picks. The fidelity
-//! tests of the load engine and the conformance checks use it; it is not a broker.
+//! by a known amount, stalls publishes periodically (the coordinated-omission case),
+//! drops, duplicates, holds back (reorders) or corrupts the deliveries a predicate picks
+//! (for every subscription, or per subscription), and breaks promises the way faulty
+//! clients and brokers do: subscribing otherwise than asked, publishing otherwise than
+//! asked, delivering after an unsubscribe, swallowing nacks, dropping what a slow
+//! subscriber has no room for. Acks and nacks are forwarded to the broker. The fidelity
+//! tests of the load engine and the conformance checks' tests use it; it is not a broker.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +20,9 @@ use crate::capability::Capabilities;
 use crate::error::AdapterError;
 use crate::kind::BackendKind;
 use crate::publish::{Producer, PublishOutcome, PublishRequest, Publisher};
-use crate::subscription::{Batch, Delivery, Subscription, SubscriptionControl, SubscriptionSpec};
+use crate::subscription::{
+    Acknowledger, Batch, Delivery, Subscription, SubscriptionControl, SubscriptionSpec,
+};
 
 /// What to do with one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +42,16 @@ pub enum Fault {
 /// Picks the fault for each delivery.
 pub type FaultPicker = Arc<dyn Fn(&Delivery) -> Fault + Send + Sync>;
 
+/// Picks the fault picker of each subscription from its number (0 for the first one this
+/// backend made, in subscribe order); `None` leaves that subscription alone.
+pub type PickerFor = Arc<dyn Fn(usize) -> Option<FaultPicker> + Send + Sync>;
+
+/// Rewrites a subscription before it reaches the broker.
+pub type SpecRewrite = Arc<dyn Fn(SubscriptionSpec) -> SubscriptionSpec + Send + Sync>;
+
+/// Rewrites a publish before it reaches the broker.
+pub type PublishRewrite = Arc<dyn Fn(PublishRequest) -> PublishRequest + Send + Sync>;
+
 /// How a [`FaultyBackend`] misbehaves.
 #[derive(Clone, Default)]
 pub struct FaultPlan {
@@ -44,8 +60,22 @@ pub struct FaultPlan {
     /// Publishes stall for `length` at the start of every `every` (since the backend was
     /// made): a publish made during a stall is sent when it ends.
     pub publish_stall: Option<(Duration, Duration)>,
-    /// Drops, duplicates, reorderings.
+    /// Drops, duplicates, reorderings, corruptions, for every subscription.
     pub picker: Option<FaultPicker>,
+    /// Like `picker`, chosen per subscription (overrides `picker` where it gives one).
+    pub picker_for: Option<PickerFor>,
+    /// Subscribes otherwise than asked (live-only as from-the-beginning, manual acks as
+    /// automatic...), while the caller's subscription keeps the spec it asked for.
+    pub subscribe_as: Option<SpecRewrite>,
+    /// Publishes otherwise than asked (without the dedup id, ...).
+    pub publish_as: Option<PublishRewrite>,
+    /// Confirms an unsubscribe without leaving: deliveries keep coming.
+    pub deliver_after_unsubscribe: bool,
+    /// Answers nacks `Ok` without passing them on.
+    pub swallow_nacks: bool,
+    /// Hands each delivery over without waiting: one that finds the subscriber's buffer
+    /// full is dropped, silently (a lossy client).
+    pub drop_when_full: bool,
 }
 
 impl std::fmt::Debug for FaultPlan {
@@ -54,6 +84,12 @@ impl std::fmt::Debug for FaultPlan {
             .field("delivery_delay", &self.delivery_delay)
             .field("publish_stall", &self.publish_stall)
             .field("picker", &self.picker.is_some())
+            .field("picker_for", &self.picker_for.is_some())
+            .field("subscribe_as", &self.subscribe_as.is_some())
+            .field("publish_as", &self.publish_as.is_some())
+            .field("deliver_after_unsubscribe", &self.deliver_after_unsubscribe)
+            .field("swallow_nacks", &self.swallow_nacks)
+            .field("drop_when_full", &self.drop_when_full)
             .finish()
     }
 }
@@ -63,6 +99,8 @@ pub struct FaultyBackend {
     inner: Arc<dyn Backend>,
     plan: FaultPlan,
     origin: Instant,
+    /// Subscriptions made so far (numbers them for [`FaultPlan::picker_for`]).
+    subscriptions: std::sync::atomic::AtomicUsize,
 }
 
 impl FaultyBackend {
@@ -72,6 +110,7 @@ impl FaultyBackend {
             inner,
             plan,
             origin: Instant::now(),
+            subscriptions: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -92,6 +131,7 @@ async fn wait_precisely(deadline: Instant) {
 struct StallingPublisher {
     inner: Producer,
     stall: Option<(Duration, Duration)>,
+    rewrite: Option<PublishRewrite>,
     origin: Instant,
 }
 
@@ -100,6 +140,10 @@ impl Publisher for StallingPublisher {
         let inner = self.inner.clone();
         let stall = self.stall;
         let origin = self.origin;
+        let request = match &self.rewrite {
+            Some(rewrite) => rewrite(request),
+            None => request,
+        };
         Box::pin(async move {
             if let Some((every, length)) = stall {
                 let since = origin.elapsed();
@@ -114,27 +158,36 @@ impl Publisher for StallingPublisher {
     }
 }
 
-/// Ends the wrapped subscription when asked to unsubscribe.
+/// Forwards acks and nacks to the wrapped subscription; ends it when asked to
+/// unsubscribe (unless the plan says to keep delivering).
 struct Control {
     stop: tokio_util::sync::CancellationToken,
+    inner: Acknowledger,
+    swallow_nacks: bool,
+    deliver_after_unsubscribe: bool,
 }
 
 impl SubscriptionControl for Control {
-    fn ack(&self, _: &Delivery) -> BoxFuture<'static, Result<(), AdapterError>> {
-        Box::pin(std::future::ready(Err(AdapterError::unsupported(
-            "the fault-injecting backend does not forward acks",
-        ))))
+    fn ack(&self, delivery: &Delivery) -> BoxFuture<'static, Result<(), AdapterError>> {
+        self.inner.ack(delivery)
     }
 
-    fn nack(&self, _: &Delivery) -> BoxFuture<'static, Result<(), AdapterError>> {
-        Box::pin(std::future::ready(Err(AdapterError::unsupported(
-            "the fault-injecting backend does not forward nacks",
-        ))))
+    fn nack(&self, delivery: &Delivery) -> BoxFuture<'static, Result<(), AdapterError>> {
+        if self.swallow_nacks {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        self.inner.nack(delivery)
     }
 
     fn unsubscribe(&self) -> BoxFuture<'static, Result<(), AdapterError>> {
-        self.stop.cancel();
+        if !self.deliver_after_unsubscribe {
+            self.stop.cancel();
+        }
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn rejected_acks(&self) -> u64 {
+        self.inner.rejected_acks()
     }
 }
 
@@ -155,6 +208,18 @@ impl Backend for FaultyBackend {
         self.inner.topic_name(run_id, name)
     }
 
+    fn dead_letter_topic(&self, topic: &str) -> Option<String> {
+        self.inner.dead_letter_topic(topic)
+    }
+
+    fn server_version(&self) -> Option<String> {
+        self.inner.server_version()
+    }
+
+    fn broker_stats(&self) -> BoxFuture<'_, Result<Option<serde_json::Value>, AdapterError>> {
+        self.inner.broker_stats()
+    }
+
     fn prepare<'a>(&'a self, topology: &'a RunTopology) -> BoxFuture<'a, Result<(), AdapterError>> {
         self.inner.prepare(topology)
     }
@@ -172,6 +237,7 @@ impl Backend for FaultyBackend {
                 Arc::new(StallingPublisher {
                     inner,
                     stall: self.plan.publish_stall,
+                    rewrite: self.plan.publish_as.clone(),
                     origin: self.origin,
                 }),
                 kind,
@@ -185,16 +251,33 @@ impl Backend for FaultyBackend {
         spec: SubscriptionSpec,
     ) -> BoxFuture<'_, Result<Subscription, AdapterError>> {
         Box::pin(async move {
-            let mut inner = self.inner.subscribe(spec.clone()).await?;
+            let number = self
+                .subscriptions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let asked = match &self.plan.subscribe_as {
+                Some(rewrite) => rewrite(spec.clone()),
+                None => spec.clone(),
+            };
+            let mut inner = self.inner.subscribe(asked).await?;
             let stop = tokio_util::sync::CancellationToken::new();
-            let (tx, subscription) =
-                Subscription::channel(&spec, Box::new(Control { stop: stop.clone() }));
-            let plan = self.plan.clone();
+            let control = Control {
+                stop: stop.clone(),
+                inner: inner.acknowledger(),
+                swallow_nacks: self.plan.swallow_nacks,
+                deliver_after_unsubscribe: self.plan.deliver_after_unsubscribe,
+            };
+            let (tx, subscription) = Subscription::channel(&spec, Box::new(control));
+            let mut plan = self.plan.clone();
+            if let Some(picker) = plan.picker_for.as_ref().and_then(|pick| pick(number)) {
+                plan.picker = Some(picker);
+            }
             tokio::spawn(async move {
                 let mut held: Option<Delivery> = None;
                 loop {
                     let item = tokio::select! {
                         _ = stop.cancelled() => break,
+                        // The caller dropped its subscription: drop the broker's too.
+                        () = tx.closed() => break,
                         item = inner.next() => item,
                     };
                     let mut delivery = match item {
@@ -243,7 +326,12 @@ impl Backend for FaultyBackend {
                         out.push(previous);
                     }
                     for d in out {
-                        if tx.send(Batch::One(d)).await.is_err() {
+                        if plan.drop_when_full {
+                            match tx.try_send(Batch::One(d)) {
+                                Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
+                                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                            }
+                        } else if tx.send(Batch::One(d)).await.is_err() {
                             return;
                         }
                     }

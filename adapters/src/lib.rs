@@ -63,5 +63,5 @@ pub use null::NullBackend;
 pub use publish::{DeliveryMode, Producer, PublishOutcome, PublishRequest};
 pub use reference::ReferenceBackend;
 pub use subscription::{
-    AckMode, AckToken, Delivery, StartPosition, Subscription, SubscriptionSpec,
+    AckMode, AckToken, Acknowledger, Delivery, StartPosition, Subscription, SubscriptionSpec,
 };

@@ -252,7 +252,7 @@ pub struct Subscription {
     /// Batches read off the channel while waiting for an unsubscribe confirmation; bounded
     /// by what the broker had already sent before it processed the unsubscribe.
     parked: VecDeque<Batch>,
-    control: Box<dyn SubscriptionControl>,
+    control: Arc<dyn SubscriptionControl>,
 }
 
 impl Subscription {
@@ -277,7 +277,7 @@ impl Subscription {
             rx,
             current: Vec::new().into_iter(),
             parked: VecDeque::new(),
-            control,
+            control: Arc::from(control),
         }
     }
 
@@ -310,10 +310,7 @@ impl Subscription {
     /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when its request queue stayed full
     /// for the request timeout.
     pub fn ack(&self, delivery: &Delivery) -> BoxFuture<'static, Result<(), AdapterError>> {
-        match self.ack_mode {
-            AckMode::Auto => Box::pin(std::future::ready(Ok(()))),
-            AckMode::Manual => self.control.ack(delivery),
-        }
+        self.acknowledger().ack(delivery)
     }
 
     /// Rejects `delivery` and asks the broker to deliver it again now (possibly to another
@@ -324,12 +321,17 @@ impl Subscription {
     /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) with [`AckMode::Auto`];
     /// otherwise as for [`ack`](Self::ack).
     pub fn nack(&self, delivery: &Delivery) -> BoxFuture<'static, Result<(), AdapterError>> {
-        match self.ack_mode {
-            AckMode::Auto => Box::pin(std::future::ready(Err(AdapterError::unsupported(format!(
-                "nack on topic {}: the subscription uses automatic acks; subscribe with AckMode::Manual",
-                self.topic
-            ))))),
-            AckMode::Manual => self.control.nack(delivery),
+        self.acknowledger().nack(delivery)
+    }
+
+    /// A handle that acks and nacks this subscription's deliveries from anywhere (another
+    /// task, while this one reads the stream). It stays usable as long as the
+    /// subscription's connection is.
+    pub fn acknowledger(&self) -> Acknowledger {
+        Acknowledger {
+            control: self.control.clone(),
+            ack_mode: self.ack_mode,
+            topic: self.topic.clone(),
         }
     }
 
@@ -373,6 +375,50 @@ impl Subscription {
             }
             Batch::Error(error) => Some(Err(error)),
         }
+    }
+}
+
+/// Acks and nacks the deliveries of one [`Subscription`], detached from its stream; see
+/// [`Subscription::acknowledger`].
+#[derive(Clone)]
+pub struct Acknowledger {
+    control: Arc<dyn SubscriptionControl>,
+    ack_mode: AckMode,
+    topic: Arc<str>,
+}
+
+impl Acknowledger {
+    /// As [`Subscription::ack`].
+    pub fn ack(&self, delivery: &Delivery) -> BoxFuture<'static, Result<(), AdapterError>> {
+        match self.ack_mode {
+            AckMode::Auto => Box::pin(std::future::ready(Ok(()))),
+            AckMode::Manual => self.control.ack(delivery),
+        }
+    }
+
+    /// As [`Subscription::nack`].
+    pub fn nack(&self, delivery: &Delivery) -> BoxFuture<'static, Result<(), AdapterError>> {
+        match self.ack_mode {
+            AckMode::Auto => Box::pin(std::future::ready(Err(AdapterError::unsupported(format!(
+                "nack on topic {}: the subscription uses automatic acks; subscribe with AckMode::Manual",
+                self.topic
+            ))))),
+            AckMode::Manual => self.control.nack(delivery),
+        }
+    }
+
+    /// As [`Subscription::rejected_acks`].
+    pub fn rejected_acks(&self) -> u64 {
+        self.control.rejected_acks()
+    }
+}
+
+impl fmt::Debug for Acknowledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acknowledger")
+            .field("topic", &self.topic)
+            .field("ack_mode", &self.ack_mode)
+            .finish_non_exhaustive()
     }
 }
 

@@ -103,7 +103,7 @@ impl Default for Params {
             large_sizes: vec![1, 1024, 64 * 1024, 512 * 1024, 1024 * 1024],
             reconnect_messages: 1000,
             reconnect_rate: 500.0,
-            reconnect_timeout: Duration::from_secs(60),
+            reconnect_timeout: Duration::from_secs(30),
         }
     }
 }
