@@ -177,12 +177,17 @@ struct ParamArgs {
     /// Payload sizes tried, separated by commas (large-message) [default: 1,1KiB,64KiB,512KiB,1MiB].
     #[arg(long, value_delimiter = ',', value_parser = reference_broker::cli::parse_bytes)]
     large_sizes: Vec<usize>,
-    /// Messages published; the connections are cut half-way (reconnect).
+    /// Messages published; the publisher's connections are cut a third of the way, the
+    /// subscriber's two thirds of the way (reconnect).
     #[arg(long, default_value_t = Params::default().reconnect_messages, value_parser = clap::value_parser!(u32).range(2..))]
     reconnect_messages: u32,
     /// Publish rate (reconnect).
     #[arg(long, default_value_t = Params::default().reconnect_rate, value_parser = brokerbench_scenarios::parse_rate)]
     reconnect_rate: f64,
+    /// How long the subscriber's path stays down after its cut while publishing goes on
+    /// (reconnect).
+    #[arg(long, default_value_t = Params::default().reconnect_outage.into())]
+    reconnect_outage: humantime::Duration,
     /// How long to keep reconnecting and waiting for every confirmed message (reconnect).
     #[arg(long, default_value_t = Params::default().reconnect_timeout.into())]
     reconnect_timeout: humantime::Duration,
@@ -221,6 +226,7 @@ impl ParamArgs {
             },
             reconnect_messages: self.reconnect_messages,
             reconnect_rate: self.reconnect_rate,
+            reconnect_outage: self.reconnect_outage.into(),
             reconnect_timeout: self.reconnect_timeout.into(),
         }
     }

@@ -107,8 +107,8 @@ fn params() -> Params {
         slow_rate: 1000.0,
         slow_max_latency: Duration::from_secs(10),
         large_sizes: vec![1, 1024, 256 * 1024],
-        reconnect_messages: 200,
-        reconnect_rate: 400.0,
+        reconnect_messages: 300,
+        reconnect_rate: 200.0,
         reconnect_timeout: Duration::from_secs(10),
         ..Params::default()
     }

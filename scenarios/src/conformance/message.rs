@@ -134,9 +134,14 @@ pub fn filler(seed: u64, len: usize) -> Vec<u8> {
 
 const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-/// Appends `len` pseudo-random letters and digits derived from `seed` (xorshift64*).
+/// Appends `len` pseudo-random letters and digits derived from `seed` (xorshift64*,
+/// started from the seed mixed by splitmix64 so that neighbouring seeds give unrelated
+/// bodies).
 fn body(seed: u64, len: usize, out: &mut Vec<u8>) {
-    let mut state = seed | 1;
+    let mut mixed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    let mut state = (mixed ^ (mixed >> 31)) | 1;
     out.reserve(len);
     let mut left = len;
     while left > 0 {

@@ -66,10 +66,16 @@ pub struct Params {
     pub slow_max_latency: Duration,
     /// Payload sizes tried in large-message, bytes.
     pub large_sizes: Vec<usize>,
-    /// Messages published in reconnect (the connections are cut half-way).
+    /// Messages published in reconnect (the publisher's connections are cut a third of
+    /// the way, the subscriber's two thirds of the way).
     pub reconnect_messages: u32,
     /// Publish rate in reconnect, messages per second.
     pub reconnect_rate: f64,
+    /// How long the subscriber's path stays down after its cut in reconnect, while the
+    /// publisher goes on. What is published meanwhile must fit what the broker keeps for
+    /// an absent consumer (the reference broker's cache: 100 messages).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_outage: Duration,
     /// How long reconnect keeps trying to reconnect and to get every confirmed message.
     #[serde(with = "humantime_serde")]
     pub reconnect_timeout: Duration,
@@ -101,8 +107,9 @@ impl Default for Params {
             slow_read_rate: 20.0,
             slow_max_latency: Duration::from_secs(1),
             large_sizes: vec![1, 1024, 64 * 1024, 512 * 1024, 1024 * 1024],
-            reconnect_messages: 1000,
-            reconnect_rate: 500.0,
+            reconnect_messages: 600,
+            reconnect_rate: 200.0,
+            reconnect_outage: Duration::from_millis(300),
             reconnect_timeout: Duration::from_secs(30),
         }
     }

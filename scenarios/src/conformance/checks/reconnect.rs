@@ -1,11 +1,14 @@
 //! `reconnect`: the client's connections are cut mid-stream.
 //!
-//! The check connects a second backend through a [`Proxy`] and publishes a steady stream
-//! through it to a subscriber that also goes through it; half-way the proxy resets every
-//! connection. The client side then does what an application does: a publish that was
-//! not confirmed is published again (through a new producer when the old one is broken),
-//! and a subscription that fails is opened again, in the most durable way the backend
-//! offers:
+//! The check connects two more backends to the broker, each through its own [`Proxy`]:
+//! one publishes a steady stream, the other subscribes to it. A third of the way in, the
+//! publisher's connections are reset; two thirds of the way in, the subscriber's are, and
+//! its path stays down for `reconnect_outage` while the publisher keeps publishing, so
+//! that messages are confirmed while the subscriber is away (a broker that keeps nothing
+//! for an absent subscriber loses those, every time, not by luck of timing). The client
+//! side then does what an application does: a publish that was not confirmed is published
+//! again (through a new producer when the old one is broken), and a subscription that
+//! fails is opened again, in the most durable way the backend offers:
 //!
 //! - with consumer groups and acks: the same group, manual acks, so what was in flight
 //!   comes back (at least once);
@@ -20,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brokerbench_adapters::{
-    AckMode, Backend, Capability, DeliveryMode, Producer, PublishOutcome, PublishRequest,
-    StartPosition, Subscription, SubscriptionSpec, TopicSpec, endpoint,
+    AckMode, Backend, BackendKind, Capability, DeliveryMode, Producer, PublishOutcome,
+    PublishRequest, StartPosition, Subscription, SubscriptionSpec, TopicSpec, endpoint,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -67,6 +70,63 @@ struct SubscriberLog {
     first_after_cut: Option<Instant>,
 }
 
+/// A backend connected to the broker through a proxy of its own.
+struct Path {
+    proxy: Proxy,
+    backend: Arc<dyn Backend>,
+}
+
+impl Path {
+    /// Starts a proxy in front of the broker (a Kafka-aware one for Kafka, whose clients
+    /// otherwise connect to the brokers the cluster advertises, past a plain proxy) and
+    /// connects a backend through it.
+    async fn open(ctx: &Ctx<'_>, who: &str) -> Result<Path, Stop> {
+        let kind = ctx.connector.kind();
+        let url = ctx.connector.url();
+        let upstream = endpoint::endpoints(kind, url)
+            .during("reading the broker URL")?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Stop::Broken(format!(
+                    "the {kind} URL {} names no host",
+                    endpoint::redact(url)
+                ))
+            })?;
+        let proxy = if kind == BackendKind::Kafka {
+            Proxy::start_kafka(upstream.host_port()).await
+        } else {
+            Proxy::start(upstream.host_port()).await
+        }
+        .map_err(|e| Stop::Broken(format!("cannot start the {who}'s proxy: {e}")))?;
+        let backend: Arc<dyn Backend> = Arc::from(
+            ctx.connector
+                .connect(&proxy::through(url, proxy.addr()), options(ctx.params))
+                .await
+                .during(&format!("connecting the {who} through its proxy"))?,
+        );
+        Ok(Path { proxy, backend })
+    }
+
+    /// `Err` unless `bytes` went through the proxy for `messages` of `size` bytes: the
+    /// client's traffic must go through it, or the cut proves nothing.
+    fn carried(
+        &self,
+        who: &str,
+        bytes: u64,
+        open: u64,
+        messages: usize,
+        size: usize,
+    ) -> Result<(), Stop> {
+        if open == 0 || bytes < (messages * size / 2) as u64 {
+            return Err(Stop::Broken(format!(
+                "the {who}'s client did not go through its proxy ({bytes} bytes relayed for {messages} messages of {size} bytes, {open} connections open), so its connection could not be cut"
+            )));
+        }
+        Ok(())
+    }
+}
+
 pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let p = ctx.params;
     let caps = ctx.backend.capabilities();
@@ -85,29 +145,8 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         spec = spec.group(group);
     }
     ctx.prepare(vec![spec]).await?;
-
-    let kind = ctx.connector.kind();
-    let url = ctx.connector.url();
-    let upstream = endpoint::endpoints(kind, url)
-        .during("reading the broker URL")?
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            Stop::Broken(format!(
-                "the {kind} URL {} names no host",
-                endpoint::redact(url)
-            ))
-        })?;
-    let proxy = Proxy::start(upstream.host_port())
-        .await
-        .map_err(|e| Stop::Broken(format!("cannot start the proxy: {e}")))?;
-    let proxied_url = proxy::through(url, proxy.addr());
-    let proxied: Arc<dyn Backend> = Arc::from(
-        ctx.connector
-            .connect(&proxied_url, options(p))
-            .await
-            .during("connecting through the proxy")?,
-    );
+    let publishing = Path::open(ctx, "publisher").await?;
+    let subscribing = Path::open(ctx, "subscriber").await?;
 
     let first_spec = match comeback {
         Comeback::Group => SubscriptionSpec::new(topic.clone())
@@ -115,7 +154,8 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
             .ack(AckMode::Manual),
         _ => SubscriptionSpec::new(topic.clone()),
     };
-    let subscription = proxied
+    let subscription = subscribing
+        .backend
         .subscribe(first_spec)
         .await
         .during("subscribing through the proxy")?;
@@ -123,7 +163,7 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let cut_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let stop = CancellationToken::new();
     let subscriber = tokio::spawn(subscribe_loop(
-        proxied.clone(),
+        subscribing.backend.clone(),
         subscription,
         SubscribeLoop {
             topic: topic.clone(),
@@ -152,22 +192,30 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         mode,
         |_| None,
     );
-    let half = messages.len() / 2;
+    let publisher_cut_at_message = messages.len() / 3;
+    let subscriber_cut_at_message = messages.len() * 2 / 3;
     let deadline = Instant::now() + p.reconnect_timeout;
-    let mut publisher = Publisher::new(proxied.clone(), deadline).await?;
+    let mut publisher = Publisher::new(publishing.backend.clone(), deadline).await?;
     let interval = Duration::from_secs_f64(1.0 / p.reconnect_rate.max(0.001));
     let started = tokio::time::Instant::now();
-    let bytes_at_start = proxy.bytes();
-    let mut cut = None;
+    let mut publisher_cut: Option<(u64, u64, Instant)> = None;
+    let mut subscriber_cut: Option<(u64, u64, Instant)> = None;
+    let mut publisher_back: Option<Instant> = None;
+    let mut confirmed_while_away = 0u64;
     let mut next = 0usize;
     let mut retry: VecDeque<usize> = VecDeque::new();
     let mut in_flight = FuturesUnordered::new();
     loop {
-        if next == half && cut.is_none() {
-            let relayed = proxy.bytes() - bytes_at_start;
-            let open = proxy.cut();
-            *cut_at.lock() = Some(Instant::now());
-            cut = Some((open, relayed));
+        if next == publisher_cut_at_message && publisher_cut.is_none() {
+            let relayed = publishing.proxy.bytes();
+            publisher_cut = Some((publishing.proxy.cut(), relayed, Instant::now()));
+        }
+        if next == subscriber_cut_at_message && subscriber_cut.is_none() {
+            let relayed = subscribing.proxy.bytes();
+            let open = subscribing.proxy.cut_for(p.reconnect_outage);
+            let now = Instant::now();
+            *cut_at.lock() = Some(now);
+            subscriber_cut = Some((open, relayed, now));
         }
         let due = started + interval.mul_f64(next as f64);
         let publish_next = next < messages.len();
@@ -187,7 +235,17 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
             Some((index, generation, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 let id = messages[index].0;
                 ledger.outcome(id, &outcome);
-                if !outcome.is_confirmed() {
+                let now = Instant::now();
+                if outcome.is_confirmed() {
+                    if let Some((_, _, at)) = publisher_cut {
+                        publisher_back.get_or_insert(now.max(at));
+                    }
+                    if let Some((_, _, at)) = subscriber_cut {
+                        if now < at + p.reconnect_outage {
+                            confirmed_while_away += 1;
+                        }
+                    }
+                } else {
                     publisher.failed(generation).await;
                     retry.push_back(index);
                 }
@@ -202,18 +260,41 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
             in_flight.push(publisher.publish(index, messages[index].1.clone()));
         }
     }
-    let Some((connections_cut, relayed_before_cut)) = cut else {
+    let (Some(publisher_cut), Some(subscriber_cut)) = (publisher_cut, subscriber_cut) else {
         stop.cancel();
-        return Err(Stop::Broken("the publishing stopped before the cut".into()));
+        let _ = subscriber.await;
+        return Err(Stop::Broken(
+            "the publishing stopped before the cuts".into(),
+        ));
     };
-    // The cut must have hit the data path: the messages published so far went through.
-    let expected_bytes = (half * p.size / 2) as u64;
-    if connections_cut == 0 || relayed_before_cut < expected_bytes {
+    let carried = publishing
+        .carried(
+            "publisher",
+            publisher_cut.1,
+            publisher_cut.0,
+            publisher_cut_at_message,
+            p.size,
+        )
+        .and_then(|()| {
+            subscribing.carried(
+                "subscriber",
+                subscriber_cut.1,
+                subscriber_cut.0,
+                subscriber_cut_at_message,
+                p.size,
+            )
+        });
+    if let Err(stop_now) = carried {
+        stop.cancel();
+        let _ = subscriber.await;
+        return Err(stop_now);
+    }
+    if confirmed_while_away == 0 {
         stop.cancel();
         let _ = subscriber.await;
         return Err(Stop::Broken(format!(
-            "the {kind} client did not send its messages through the proxy ({relayed_before_cut} bytes relayed for {half} messages of {} bytes, {connections_cut} connections open), so its connection could not be cut",
-            p.size
+            "no publish was confirmed during the subscriber's {} outage, so the outage proved nothing (raise --reconnect-rate or --reconnect-outage)",
+            humantime::format_duration(p.reconnect_outage)
         )));
     }
     let confirmed: Vec<MessageId> = ledger
@@ -229,23 +310,26 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     tokio::time::sleep(p.settle).await;
     stop.cancel();
     let _ = subscriber.await;
-    drop(proxied);
 
     let log = std::mem::take(&mut *log.lock());
     let t = tally(&ledger, &log.received, |_| true, Order::Ignore);
     let mut counts = t.counts;
     volume(&mut counts, &ledger);
     counts.published = messages.len() as u64;
-    counts.detail("connections_cut", connections_cut);
+    counts.detail("connections_cut", publisher_cut.0 + subscriber_cut.0);
+    counts.detail("confirmed_while_subscriber_away", confirmed_while_away);
     counts.detail("resubscribes", log.resubscribes);
     counts.detail("new_producers", publisher.generation);
     counts.detail("publish_retries", publisher.retries);
-    let cut_time = cut_at.lock().unwrap_or_else(Instant::now);
-    let back_after = log
+    let publisher_back_after = publisher_back.map(|t| t.saturating_duration_since(publisher_cut.2));
+    if let Some(back) = publisher_back_after {
+        counts.detail("publisher_back_after_ms", back.as_millis() as u64);
+    }
+    let subscriber_back_after = log
         .first_after_cut
-        .map(|t| t.saturating_duration_since(cut_time));
-    if let Some(back) = back_after {
-        counts.detail("first_delivery_after_cut_ms", back.as_millis() as u64);
+        .map(|t| t.saturating_duration_since(subscriber_cut.2));
+    if let Some(back) = subscriber_back_after {
+        counts.detail("subscriber_back_after_ms", back.as_millis() as u64);
     }
     let mut finding = Finding::new(counts);
     let unconfirmed = messages.len() as u64 - ledger.confirmed();
@@ -258,7 +342,7 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let c = finding.counts.clone();
     if c.lost > 0 {
         let what = format!(
-            "{} confirmed messages never reached the subscriber ({}), {}",
+            "{} confirmed messages never reached the subscriber ({}), {}; {confirmed_while_away} were confirmed while it was cut off",
             c.lost,
             sample(&t.missing),
             comeback.describe()
@@ -269,8 +353,8 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         let what = format!("{} deliveries were never published or corrupted", c.phantom);
         finding.fail(what);
     }
-    if back_after.is_none() {
-        let mut what = "nothing was delivered after the cut".to_owned();
+    if subscriber_back_after.is_none() {
+        let mut what = "nothing was delivered after the subscriber's cut".to_owned();
         if let Some(error) = log.errors.last() {
             what.push_str(&format!(" (last error: {error})"));
         }
@@ -278,13 +362,14 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     }
     let duplicates = finding.counts.duplicated;
     Ok(finding.summary(format!(
-        "{connections_cut} connections cut after {half} of {} messages; back in {} ms by {} ({} resubscribes, {} new producers, {} publishes retried); every confirmed message delivered, {duplicates} duplicates",
-        messages.len(),
-        back_after.map_or(0, |d| d.as_millis()),
-        comeback.describe(),
-        log.resubscribes,
+        "publisher cut at message {publisher_cut_at_message}, back in {} ms ({} new producers, {} publishes retried); subscriber cut at {subscriber_cut_at_message} and kept away {} ms while {confirmed_while_away} were confirmed, back in {} ms by {}; all {} confirmed delivered, {duplicates} duplicates",
+        publisher_back_after.map_or(0, |d| d.as_millis()),
         publisher.generation,
-        publisher.retries
+        publisher.retries,
+        p.reconnect_outage.as_millis(),
+        subscriber_back_after.map_or(0, |d| d.as_millis()),
+        comeback.describe(),
+        ledger.confirmed()
     )))
 }
 

@@ -1,0 +1,639 @@
+//! A TCP proxy in front of a broker that can cut every connection through it at once, as
+//! a network failure would, while it keeps accepting new ones (so clients can reconnect).
+//! The `reconnect` check connects its clients through one.
+//!
+//! A plain proxy relays bytes to one upstream address. A Kafka proxy
+//! ([`Proxy::start_kafka`]) also reads the Kafka frames going through it and rewrites the
+//! broker addresses a Kafka client learns from its bootstrap broker, so that the client's
+//! connections to every broker of the cluster go through the proxy too (the `kafka` module).
+
+mod kafka;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Bytes copied at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// The largest Kafka response the proxy reads whole to rewrite the brokers it names;
+/// Metadata and FindCoordinator responses are far smaller. A larger one is relayed as it
+/// is.
+const MAX_REWRITTEN_FRAME: usize = 16 * 1024 * 1024;
+
+/// What a proxy's connections carry, so what it must understand of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Any byte stream, relayed as it is.
+    Plain,
+    /// Kafka frames, with the advertised broker addresses rewritten.
+    Kafka,
+}
+
+/// What went through a proxy, over all its listeners.
+#[derive(Debug, Default)]
+struct Traffic {
+    accepted: AtomicU64,
+    open: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Traffic {
+    fn relayed(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// The listeners of a proxy: one in plain mode; in Kafka mode, one per upstream broker.
+#[derive(Debug, Default)]
+struct Listeners {
+    /// The local address of the listener relaying to each upstream `host:port`.
+    by_upstream: HashMap<String, SocketAddr>,
+    /// Their accept loops, stopped when the proxy is dropped.
+    accepting: Vec<JoinHandle<()>>,
+    /// Set when the proxy is dropped: no listener starts after that.
+    closed: bool,
+}
+
+/// What the listeners and connections of one proxy share.
+#[derive(Debug)]
+struct Shared {
+    protocol: Protocol,
+    /// The token of the connections open now; replaced by a fresh one at each cut.
+    generation: Mutex<CancellationToken>,
+    /// Until when new connections are reset as soon as they are accepted (an outage).
+    refuse_until: Mutex<Option<std::time::Instant>>,
+    traffic: Traffic,
+    listeners: Mutex<Listeners>,
+}
+
+/// A running proxy; stops (and drops every connection) when dropped.
+#[derive(Debug)]
+pub struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Listens on a free port of 127.0.0.1 and relays each connection to `upstream`
+    /// (`host:port`).
+    ///
+    /// # Errors
+    /// When no local port can be bound.
+    pub async fn start(upstream: String) -> io::Result<Proxy> {
+        Proxy::open(upstream, Protocol::Plain).await
+    }
+
+    /// Like [`Proxy::start`], for a Kafka bootstrap broker at `upstream`: the brokers that
+    /// Metadata and FindCoordinator responses advertise are replaced by proxy listeners
+    /// relaying to them (started the first time a broker is named; the one for `upstream`
+    /// is the proxy's own address), so a Kafka client connects to every broker through
+    /// the proxy and [`Proxy::cut`] reaches all its connections.
+    ///
+    /// # Errors
+    /// When no local port can be bound.
+    pub async fn start_kafka(upstream: String) -> io::Result<Proxy> {
+        Proxy::open(upstream, Protocol::Kafka).await
+    }
+
+    async fn open(upstream: String, protocol: Protocol) -> io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let shared = Arc::new(Shared {
+            protocol,
+            generation: Mutex::new(CancellationToken::new()),
+            refuse_until: Mutex::new(None),
+            traffic: Traffic::default(),
+            listeners: Mutex::default(),
+        });
+        let addr = shared.listen(&mut shared.listeners.lock(), listener, upstream)?;
+        Ok(Proxy { addr, shared })
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Cuts every connection open now, through any of the proxy's listeners (both sides
+    /// are reset); new connections are relayed as before. Returns how many were open.
+    pub fn cut(&self) -> u64 {
+        let open = self.shared.traffic.open.load(Ordering::Relaxed);
+        let old = std::mem::replace(
+            &mut *self.shared.generation.lock(),
+            CancellationToken::new(),
+        );
+        old.cancel();
+        open
+    }
+
+    /// Cuts every connection open now, like [`cut`](Self::cut), and keeps the path down for
+    /// `outage`: a connection accepted before it ends is reset at once, as a client
+    /// reconnecting through a failed network would see. Returns how many were open.
+    pub fn cut_for(&self, outage: std::time::Duration) -> u64 {
+        *self.shared.refuse_until.lock() = Some(std::time::Instant::now() + outage);
+        self.cut()
+    }
+
+    /// Connections accepted so far, by all listeners.
+    pub fn accepted(&self) -> u64 {
+        self.shared.traffic.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Bytes relayed so far, both directions, all listeners.
+    pub fn bytes(&self) -> u64 {
+        self.shared.traffic.bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let mut listeners = self.shared.listeners.lock();
+        listeners.closed = true;
+        for accepting in listeners.accepting.drain(..) {
+            accepting.abort();
+        }
+        drop(listeners);
+        self.shared.generation.lock().cancel();
+    }
+}
+
+impl Shared {
+    /// Starts relaying what `listener` accepts to `upstream` and records it in
+    /// `listeners` (the locked `self.listeners`). Returns its address.
+    fn listen(
+        self: &Arc<Self>,
+        listeners: &mut Listeners,
+        listener: TcpListener,
+        upstream: String,
+    ) -> io::Result<SocketAddr> {
+        if listeners.closed {
+            return Err(io::Error::other("the proxy is stopped"));
+        }
+        let addr = listener.local_addr()?;
+        listeners.by_upstream.insert(upstream.clone(), addr);
+        listeners
+            .accepting
+            .push(tokio::spawn(accept(listener, upstream, self.clone())));
+        Ok(addr)
+    }
+
+    /// The address of the listener relaying to the broker `host:port`, started now if
+    /// there is none yet; `None` when none can be started (the broker's address then
+    /// reaches the client unchanged).
+    fn broker(self: &Arc<Self>, host: &str, port: u16) -> Option<SocketAddr> {
+        let upstream = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let mut listeners = self.listeners.lock();
+        if let Some(addr) = listeners.by_upstream.get(&upstream) {
+            return Some(*addr);
+        }
+        // Binding a loopback port returns at once (it never waits on the network), so it
+        // is done here, under the lock, which makes the check-then-start atomic.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+        listener.set_nonblocking(true).ok()?;
+        let listener = TcpListener::from_std(listener).ok()?;
+        self.listen(&mut listeners, listener, upstream).ok()
+    }
+}
+
+/// Accepts connections on `listener` and relays each to `upstream`.
+async fn accept(listener: TcpListener, upstream: String, shared: Arc<Shared>) {
+    while let Ok((client, _)) = listener.accept().await {
+        let down = shared
+            .refuse_until
+            .lock()
+            .is_some_and(|until| std::time::Instant::now() < until);
+        if down {
+            let _ = client.set_zero_linger();
+            drop(client);
+            continue;
+        }
+        let _ = client.set_nodelay(true);
+        shared.traffic.accepted.fetch_add(1, Ordering::Relaxed);
+        let cut = shared.generation.lock().clone();
+        let upstream = upstream.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let Ok(server) = TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let _ = server.set_nodelay(true);
+            shared.traffic.open.fetch_add(1, Ordering::Relaxed);
+            match shared.protocol {
+                Protocol::Plain => relay(client, server, &cut, &shared.traffic).await,
+                Protocol::Kafka => relay_kafka(client, server, &cut, &shared).await,
+            }
+            shared.traffic.open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Copies both ways until either side closes or `cut` fires. Both sockets linger zero, so
+/// a cut resets them (as a failed network path does) rather than closing them politely.
+async fn relay(client: TcpStream, server: TcpStream, cut: &CancellationToken, traffic: &Traffic) {
+    let _ = client.set_zero_linger();
+    let _ = server.set_zero_linger();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    tokio::select! {
+        () = cut.cancelled() => {}
+        _ = async {
+            tokio::join!(
+                pump(&mut client_read, &mut server_write, traffic),
+                pump(&mut server_read, &mut client_write, traffic)
+            )
+        } => {}
+    }
+}
+
+/// Copies `from` to `to` until `from` ends, then shuts `to` down.
+async fn pump(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, traffic: &Traffic) {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        traffic.relayed(n);
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Like [`relay`], frame by frame, for a Kafka connection: the requests are relayed as
+/// they are, but the Metadata and FindCoordinator calls among them are remembered (by
+/// correlation id) so that the brokers their responses advertise can be replaced by proxy
+/// listeners.
+async fn relay_kafka(
+    client: TcpStream,
+    server: TcpStream,
+    cut: &CancellationToken,
+    shared: &Arc<Shared>,
+) {
+    let _ = client.set_zero_linger();
+    let _ = server.set_zero_linger();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    // Only calls whose responses are rewritten are kept, and each gets its response: the
+    // map holds the client's Metadata and FindCoordinator requests in flight.
+    let calls: Mutex<HashMap<i32, kafka::Call>> = Mutex::default();
+    tokio::select! {
+        () = cut.cancelled() => {}
+        _ = async {
+            tokio::join!(
+                async {
+                    let _ = requests(&mut client_read, &mut server_write, &calls, shared).await;
+                    let _ = server_write.shutdown().await;
+                },
+                async {
+                    let _ = responses(&mut server_read, &mut client_write, &calls, shared).await;
+                    let _ = client_write.shutdown().await;
+                }
+            )
+        } => {}
+    }
+}
+
+/// Relays the client's requests until it closes, remembering the calls whose responses
+/// advertise brokers.
+///
+/// ```text
+/// int32 size | int16 api_key | int16 api_version | int32 correlation_id | rest of request
+/// ```
+async fn requests(
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    calls: &Mutex<HashMap<i32, kafka::Call>>,
+    shared: &Shared,
+) -> io::Result<()> {
+    while let Some(size) = frame_size(from).await? {
+        let mut head = [0u8; kafka::REQUEST_HEAD];
+        let head_len = size.min(kafka::REQUEST_HEAD);
+        from.read_exact(&mut head[..head_len]).await?;
+        if head_len == kafka::REQUEST_HEAD {
+            let (correlation, call) = kafka::Call::of_request(head);
+            if call.advertises_brokers() {
+                // Recorded before the request goes on, so before its response can come.
+                calls.lock().insert(correlation, call);
+            }
+        }
+        let prefix = [&frame_prefix(size)[..], &head[..head_len]].concat();
+        forward(&prefix, size - head_len, from, to, &shared.traffic).await?;
+    }
+    Ok(())
+}
+
+/// Relays the broker's responses until it closes, with the advertised brokers of the
+/// remembered calls replaced by proxy listeners.
+///
+/// ```text
+/// int32 size | int32 correlation_id | rest of response
+/// ```
+async fn responses(
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    calls: &Mutex<HashMap<i32, kafka::Call>>,
+    shared: &Arc<Shared>,
+) -> io::Result<()> {
+    while let Some(size) = frame_size(from).await? {
+        let mut head = [0u8; kafka::RESPONSE_HEAD];
+        let head_len = size.min(kafka::RESPONSE_HEAD);
+        from.read_exact(&mut head[..head_len]).await?;
+        let call = if head_len == kafka::RESPONSE_HEAD {
+            calls.lock().remove(&i32::from_be_bytes(head))
+        } else {
+            None
+        };
+        match call {
+            Some(call) if size <= MAX_REWRITTEN_FRAME => {
+                let mut response = vec![0u8; size];
+                response[..head_len].copy_from_slice(&head);
+                from.read_exact(&mut response[head_len..]).await?;
+                // A response that does not parse goes on unchanged: the client then
+                // connects to the brokers directly, which the reconnect check reports.
+                let frame =
+                    kafka::relocate(call, &response, |host, port| shared.broker(host, port))
+                        .unwrap_or_else(|_| [&frame_prefix(size)[..], &response].concat());
+                to.write_all(&frame).await?;
+                shared.traffic.relayed(frame.len());
+            }
+            _ => {
+                let prefix = [&frame_prefix(size)[..], &head[..head_len]].concat();
+                forward(&prefix, size - head_len, from, to, &shared.traffic).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The size prefix of the next frame; `None` when the stream ends between frames.
+///
+/// # Errors
+/// When the stream fails or ends inside the prefix, or the size is negative.
+async fn frame_size(from: &mut OwnedReadHalf) -> io::Result<Option<usize>> {
+    let mut prefix = [0u8; 4];
+    let first = from.read(&mut prefix).await?;
+    if first == 0 {
+        return Ok(None);
+    }
+    from.read_exact(&mut prefix[first..]).await?;
+    usize::try_from(i32::from_be_bytes(prefix))
+        .map(Some)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a negative Kafka frame size"))
+}
+
+/// The size prefix of a frame of `size` bytes (read from an int32, so it fits one).
+fn frame_prefix(size: usize) -> [u8; 4] {
+    (size as i32).to_be_bytes()
+}
+
+/// Writes `prefix`, then copies exactly `n` bytes from `from` to `to`; the prefix goes out
+/// with the first chunk, so a small frame leaves in one write.
+async fn forward(
+    prefix: &[u8],
+    n: usize,
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    traffic: &Traffic,
+) -> io::Result<()> {
+    let mut buf = Vec::with_capacity((prefix.len() + n).min(CHUNK));
+    buf.extend_from_slice(prefix);
+    let mut left = n;
+    loop {
+        let start = buf.len();
+        let take = CHUNK.saturating_sub(start).min(left);
+        buf.resize(start + take, 0);
+        from.read_exact(&mut buf[start..]).await?;
+        left -= take;
+        to.write_all(&buf).await?;
+        traffic.relayed(buf.len());
+        if left == 0 {
+            return Ok(());
+        }
+        buf.clear();
+    }
+}
+
+/// `url` with its host and port replaced by `proxy`, keeping the scheme, the user-info
+/// (credentials), the path and the query: `amqp://guest:guest@10.0.0.5:5672/%2f` →
+/// `amqp://guest:guest@127.0.0.1:40000/%2f`. Only the first of several hosts is kept.
+pub fn through(url: &str, proxy: SocketAddr) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let user_info = authority
+        .rsplit_once('@')
+        .map(|(user, _)| format!("{user}@"))
+        .unwrap_or_default();
+    match scheme {
+        Some(scheme) => format!("{scheme}://{user_info}{proxy}{tail}"),
+        None => format!("{user_info}{proxy}{tail}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_everything_but_the_address() {
+        let proxy: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        assert_eq!(
+            through("amqp://guest:guest@10.0.0.5:5672/%2f?heartbeat=5", proxy),
+            "amqp://guest:guest@127.0.0.1:40000/%2f?heartbeat=5"
+        );
+        assert_eq!(
+            through("tcp://127.0.0.1:7000", proxy),
+            "tcp://127.0.0.1:40000"
+        );
+        assert_eq!(
+            through("kafka://a:9092,b:9092", proxy),
+            "kafka://127.0.0.1:40000"
+        );
+        assert_eq!(
+            through("redis://:pw@h/0", proxy),
+            "redis://:pw@127.0.0.1:40000/0"
+        );
+        assert_eq!(through("h:4222", proxy), "127.0.0.1:40000");
+    }
+
+    #[tokio::test]
+    async fn relays_then_cuts_then_relays_again() {
+        // An echo server upstream.
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = upstream.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = Proxy::start(upstream_addr.to_string()).await.unwrap();
+        let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+        client.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        assert!(proxy.bytes() >= 8);
+        assert_eq!(proxy.cut(), 1);
+        // The old connection is dead: a read ends (reset or EOF).
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_to_end(&mut rest),
+        )
+        .await
+        .unwrap();
+        assert!(read.is_err() || rest.is_empty());
+        // A new one works.
+        let mut again = TcpStream::connect(proxy.addr()).await.unwrap();
+        again.write_all(b"pong").await.unwrap();
+        again.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
+        assert_eq!(proxy.accepted(), 2);
+    }
+
+    /// A Kafka-speaking stand-in for a broker on `listener`: answers a Metadata v0 request
+    /// by advertising `brokers`, and any other request with its correlation id and `name`.
+    fn fake_kafka_broker(listener: TcpListener, name: &'static [u8], brokers: Vec<SocketAddr>) {
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let brokers = brokers.clone();
+                tokio::spawn(async move {
+                    let mut size = [0u8; 4];
+                    while s.read_exact(&mut size).await.is_ok() {
+                        let mut request = vec![0u8; i32::from_be_bytes(size) as usize];
+                        s.read_exact(&mut request).await.unwrap();
+                        let (correlation, call) =
+                            kafka::Call::of_request(request[..8].try_into().unwrap());
+                        let mut response = correlation.to_be_bytes().to_vec();
+                        if call.api_key == kafka::METADATA {
+                            response.extend_from_slice(&(brokers.len() as i32).to_be_bytes());
+                            for (node, broker) in brokers.iter().enumerate() {
+                                let host = broker.ip().to_string();
+                                response.extend_from_slice(&(node as i32).to_be_bytes());
+                                response.extend_from_slice(&(host.len() as i16).to_be_bytes());
+                                response.extend_from_slice(host.as_bytes());
+                                response.extend_from_slice(&i32::from(broker.port()).to_be_bytes());
+                            }
+                            response.extend_from_slice(&0i32.to_be_bytes()); // no topics
+                        } else {
+                            response.extend_from_slice(name);
+                        }
+                        let mut frame = (response.len() as i32).to_be_bytes().to_vec();
+                        frame.extend_from_slice(&response);
+                        if s.write_all(&frame).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// Sends one request (`api_key` v0, `correlation`, no body) and reads its response.
+    async fn call(s: &mut TcpStream, api_key: i16, correlation: i32) -> Vec<u8> {
+        let mut frame = 8i32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&api_key.to_be_bytes());
+        frame.extend_from_slice(&0i16.to_be_bytes());
+        frame.extend_from_slice(&correlation.to_be_bytes());
+        s.write_all(&frame).await.unwrap();
+        let mut size = [0u8; 4];
+        s.read_exact(&mut size).await.unwrap();
+        let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+        s.read_exact(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn kafka_clients_reach_every_advertised_broker_through_the_proxy() {
+        let second_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let second = second_listener.local_addr().unwrap();
+        fake_kafka_broker(second_listener, b"second", Vec::new());
+        // The bootstrap broker advertises itself (at its real address) and the second.
+        let first_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bootstrap = first_listener.local_addr().unwrap();
+        fake_kafka_broker(first_listener, b"first", vec![bootstrap, second]);
+
+        let proxy = Proxy::start_kafka(bootstrap.to_string()).await.unwrap();
+        let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+        let metadata = kafka::Call {
+            api_key: kafka::METADATA,
+            api_version: 0,
+        };
+        let response = call(&mut client, kafka::METADATA, 41).await;
+        assert_eq!(&response[..4], &41i32.to_be_bytes());
+        let advertised = kafka::advertised(metadata, &response).unwrap();
+        let advertised: Vec<(String, i32)> =
+            advertised.into_iter().map(|b| (b.host, b.port)).collect();
+        // The bootstrap broker is the proxy's own address; the second one got a listener.
+        assert_eq!(
+            advertised[0],
+            ("127.0.0.1".into(), i32::from(proxy.addr().port()))
+        );
+        assert_eq!(advertised[1].0, "127.0.0.1");
+        assert_ne!(advertised[1].1, i32::from(second.port()));
+        assert_ne!(advertised[1].1, i32::from(proxy.addr().port()));
+        // Other responses go through unchanged.
+        assert_eq!(
+            call(&mut client, 18, 42).await,
+            [&42i32.to_be_bytes()[..], b"first"].concat()
+        );
+
+        let local_second = SocketAddr::from(([127, 0, 0, 1], advertised[1].1 as u16));
+        let mut to_second = TcpStream::connect(local_second).await.unwrap();
+        assert_eq!(
+            call(&mut to_second, 1, 43).await,
+            [&43i32.to_be_bytes()[..], b"second"].concat()
+        );
+        // Asking again hands out the same listener.
+        let again = call(&mut client, kafka::METADATA, 44).await;
+        assert_eq!(
+            kafka::advertised(metadata, &again).unwrap()[1].port,
+            advertised[1].1
+        );
+        assert_eq!(proxy.accepted(), 2);
+        assert!(proxy.bytes() > 0);
+
+        // One cut reaches the connections of both listeners.
+        assert_eq!(proxy.cut(), 2);
+        for mut cut in [client, to_second] {
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                cut.read_to_end(&mut rest),
+            )
+            .await
+            .unwrap();
+            assert!(read.is_err() || rest.is_empty());
+        }
+        let mut back = TcpStream::connect(local_second).await.unwrap();
+        assert_eq!(
+            call(&mut back, 1, 45).await,
+            [&45i32.to_be_bytes()[..], b"second"].concat()
+        );
+    }
+}
