@@ -240,7 +240,7 @@ fn list_and_help_name_every_check() {
 #[test]
 fn an_interrupted_suite_leaves_a_valid_partial_report() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(dir.path())
+    let child = command(dir.path())
         .args(args(&["--json", "m.json"]))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

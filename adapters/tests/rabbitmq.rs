@@ -21,7 +21,7 @@ use brokerbench_adapters::{
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const KIND: BackendKind = BackendKind::Rabbitmq;
 /// How long a test waits for something that should happen promptly.
@@ -895,57 +895,6 @@ async fn bad_credentials_and_a_missing_vhost_are_refused_clearly() {
     assert!(err.to_string().contains("'no-such-vhost-bb'"), "{err}");
 }
 
-/// A TCP proxy in front of the broker that can cut every connection through it.
-struct Proxy {
-    port: u16,
-    cut: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = tokio_util::sync::CancellationToken::new();
-        let stop = cut.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = stop.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let Ok((mut client, _)) = accepted else {
-                    return;
-                };
-                let upstream = upstream.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                    }
-                    let _ = client.shutdown().await;
-                });
-            }
-        });
-        Proxy { port, cut, task }
-    }
-
-    fn cut(&self) {
-        self.cut.cancel();
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut.cancel();
-        self.task.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_connection_ends_subscriptions_and_fails_publishes() {
     let Some(direct) = common::backend(KIND, "connection_loss").await else {
@@ -953,16 +902,8 @@ async fn losing_the_connection_ends_subscriptions_and_fails_publishes() {
     };
     let base = common::url(KIND);
     let endpoint = brokerbench_adapters::endpoint::endpoints(KIND, &base).unwrap();
-    let proxy = Proxy::start(endpoint[0].host_port()).await;
-    let proxied_url = {
-        let (scheme, rest) = base.split_once("://").unwrap();
-        let (auth, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let user = auth
-            .rsplit_once('@')
-            .map(|(u, _)| format!("{u}@"))
-            .unwrap_or_default();
-        format!("{scheme}://{user}127.0.0.1:{}{tail}", proxy.port)
-    };
+    let proxy = common::Proxy::start(endpoint[0].host_port()).await;
+    let proxied_url = proxy.url_for(&base);
     let topic = direct.topic_name(&common::run_id("loss"), "t");
     direct
         .prepare(&RunTopology::new("loss").topic(TopicSpec::new(topic.as_str())))

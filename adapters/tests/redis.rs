@@ -119,6 +119,80 @@ async fn consumers(key: &str, group: &str) -> Vec<String> {
         .collect()
 }
 
+/// `(entry id, consumer)` of every entry pending in `group` of `key`.
+async fn pending(key: &str, group: &str) -> Vec<(String, String)> {
+    let reply: Vec<(String, String, i64, i64)> = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(group)
+        .arg("-")
+        .arg("+")
+        .arg(1000)
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
+    reply
+        .into_iter()
+        .map(|(id, consumer, _, _)| (id, consumer))
+        .collect()
+}
+
+/// Kills (`CLIENT KILL ID`) every client connection whose name `matches`, as a network
+/// failure would end it; returns how many.
+async fn kill_clients(matches: impl Fn(&str) -> bool) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
+    let mut killed = 0;
+    for line in list.lines() {
+        let field = |name: &str| {
+            line.split(' ')
+                .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        };
+        if matches(field("name").unwrap_or_default()) {
+            let _: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(field("id").unwrap())
+                .query_async(&mut raw().await)
+                .await
+                .unwrap();
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// The names of the client connections whose name starts with `prefix`, sorted.
+async fn client_names(prefix: &str) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
+    let mut names: Vec<String> = list
+        .lines()
+        .filter_map(|line| line.split(' ').find_map(|kv| kv.strip_prefix("name=")))
+        .filter(|name| name.starts_with(prefix))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+/// A proxy in front of the local Redis, and a backend connected through it with `ack_wait`.
+async fn through_proxy(ack_wait: Duration) -> (common::Proxy, RedisBackend) {
+    let url = common::url(KIND);
+    let upstream = brokerbench_adapters::endpoint::endpoints(KIND, &url).unwrap()[0].host_port();
+    let proxy = common::Proxy::start(upstream).await;
+    let backend = RedisBackend::connect(&proxy.url_for(&url), common::options())
+        .await
+        .expect("connect through the proxy")
+        .with_ack_wait(ack_wait);
+    (proxy, backend)
+}
+
 /// The next delivery, failing the test on an error item, an end, or a long wait.
 async fn next(sub: &mut Subscription) -> Delivery {
     common::next_within(sub, PATIENCE).await
@@ -666,30 +740,11 @@ async fn a_lost_connection_fails_publishes_and_ends_subscriptions_with_an_error(
 
     // Kill this backend's producer and reader connections, as a network failure would.
     let prefix = backend.client_name_prefix().to_owned();
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut raw().await)
-        .await
-        .unwrap();
-    let mut killed = 0;
-    for line in list.lines() {
-        let field = |name: &str| {
-            line.split(' ')
-                .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-        };
-        let name = field("name").unwrap_or_default();
-        if name.starts_with(&prefix) && (name.contains("-producer-") || name.ends_with("-reader")) {
-            let _: i64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("ID")
-                .arg(field("id").unwrap())
-                .query_async(&mut raw().await)
-                .await
-                .unwrap();
-            killed += 1;
-        }
-    }
-    assert_eq!(killed, 2, "{list}");
+    let killed = kill_clients(|name| {
+        name.starts_with(&prefix) && (name.contains("-producer-") || name.ends_with("-reader"))
+    })
+    .await;
+    assert_eq!(killed, 2, "{:?}", client_names(&prefix).await);
 
     let outcome = producer
         .publish(PublishRequest::new(topic.as_str(), "after"))
@@ -705,4 +760,154 @@ async fn a_lost_connection_fails_publishes_and_ends_subscriptions_with_an_error(
     }
     assert!(sub.next().await.is_none());
     backend.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_control_connection_is_dialled_again_and_the_request_sent_again() {
+    if common::backend(KIND, "control_lost").await.is_none() {
+        return;
+    }
+    let ack_wait = Duration::from_secs(1);
+    let (proxy, backend) = through_proxy(ack_wait).await;
+    let prefix = backend.client_name_prefix().to_owned();
+    let topic = backend.topic_name(&common::run_id("control-lost"), "jobs");
+    let _cleanup = Cleanup::of(&[&topic]);
+
+    // The control connection fails silently: the XGROUP CREATE of prepare is its first
+    // news of it, so that request fails as lost and is sent again on a new connection.
+    assert_eq!(proxy.sever(), 1, "only the control connection is open");
+    backend
+        .prepare(&RunTopology::new("control-lost").topic(TopicSpec::new(topic.as_str()).group("g")))
+        .await
+        .expect("prepare sent again on a new control connection");
+    assert_eq!(groups(&topic).await, ["g"]);
+
+    // Again, under subscribe's XGROUP CREATE of a fan-out group.
+    assert_eq!(proxy.sever(), 1);
+    let (mut sub, producer) = common::subscriber_and_producer(
+        &backend,
+        SubscriptionSpec::new(topic.as_str()).ack(AckMode::Manual),
+    )
+    .await;
+    assert_eq!(groups(&topic).await.len(), 2);
+    publish(&producer, &topic, "one").await;
+    let one = next(&mut sub).await;
+
+    // The server drops the control connection (as an idle timeout would). The
+    // subscription reads on its own connection and carries on; its acks go out on a new
+    // control connection, under the same name.
+    let control = format!("{prefix}-control");
+    assert_eq!(kill_clients(|name| name == control).await, 1);
+    sub.ack(&one).await.unwrap();
+    publish(&producer, &topic, "two").await;
+    let two = next(&mut sub).await;
+    assert_eq!(text(&two), "two");
+    sub.ack(&two).await.unwrap();
+    // Both acks reached the server: nothing comes back after the ack wait.
+    assert!(stays_quiet(&mut sub, ack_wait * 2 + QUIET).await);
+    assert_eq!(sub.rejected_acks(), 0);
+    assert!(client_names(&prefix).await.contains(&control));
+
+    sub.unsubscribe().await.unwrap();
+    assert_eq!(groups(&topic).await, ["g"]);
+    backend.teardown().await.unwrap();
+    assert!(!exists(&topic).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_every_connection_is_cut_a_new_member_and_producer_take_over() {
+    if common::backend(KIND, "cut").await.is_none() {
+        return;
+    }
+    // A short ack wait, so an entry left unacknowledged comes back soon.
+    let ack_wait = Duration::from_secs(1);
+    let (proxy, backend) = through_proxy(ack_wait).await;
+    let topic = backend.topic_name(&common::run_id("cut"), "jobs");
+    let _cleanup = Cleanup::of(&[&topic]);
+    backend
+        .prepare(&RunTopology::new("cut").topic(TopicSpec::new(topic.as_str()).group("workers")))
+        .await
+        .unwrap();
+    let spec = SubscriptionSpec::new(topic.as_str())
+        .group("workers")
+        .ack(AckMode::Manual);
+    let mut old = backend.subscribe(spec.clone()).await.unwrap();
+    let old_producer = backend.producer().await.unwrap();
+    publish(&old_producer, &topic, "acked").await;
+    publish(&old_producer, &topic, "unacked").await;
+    let acked = next(&mut old).await;
+    let unacked = next(&mut old).await;
+    assert_eq!((text(&acked), text(&unacked)), ("acked", "unacked"));
+    old.ack(&acked).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while pending(&topic, "workers").await.len() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ack never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Redis goes away: every connection is reset, and new ones are turned away.
+    proxy.refuse(true);
+    assert_eq!(proxy.cut(), 3, "control, producer and reader connections");
+    // The old subscription ends with an error; it does not resume by itself.
+    match tokio::time::timeout(PATIENCE, old.next()).await {
+        Ok(Some(Err(e))) => assert_eq!(e.kind(), ErrorKind::Closed, "{e}"),
+        other => panic!("expected an error item, got {other:?}"),
+    }
+    assert!(old.next().await.is_none());
+    let outcome = old_producer
+        .publish(PublishRequest::new(topic.as_str(), "lost"))
+        .await;
+    assert!(!outcome.is_confirmed(), "{outcome}");
+    // Control requests fail with the error of dialling again, saying what they were for.
+    let err = backend.broker_stats().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("broker stats: INFO: cannot connect to redis at"),
+        "{err}"
+    );
+    match backend.subscribe(spec.clone()).await {
+        Ok(_) => panic!("subscribed while redis is away"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Connect, "{e}"),
+    }
+    // The old member could not hand its entry to the group on leaving: still its own.
+    let (_, holder) = pending(&topic, "workers").await.pop().unwrap();
+    assert!(holder.starts_with(backend.client_name_prefix()), "{holder}");
+
+    // Redis is back: the same backend makes a new member of the group and a new producer.
+    proxy.refuse(false);
+    let mut new = backend
+        .subscribe(spec)
+        .await
+        .expect("subscribe after the cut");
+    let producer = backend.producer().await.expect("a producer after the cut");
+    publish(&producer, &topic, "after").await;
+    // Each acked as it arrives, so none stays unacknowledged for the ack wait.
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let delivery = next(&mut new).await;
+        new.ack(&delivery).await.unwrap();
+        got.push(delivery);
+    }
+    got.sort_by(|a, b| text(a).cmp(text(b)));
+    let [after, back] = &got[..] else {
+        unreachable!()
+    };
+    assert_eq!((text(after), text(back)), ("after", "unacked"));
+    assert!(!after.redelivered);
+    // Claimed (XAUTOCLAIM) from the old member after the ack wait.
+    assert!(back.redelivered);
+    assert_eq!(back.attempt, Some(2));
+    assert_eq!(back.sequence, unacked.sequence);
+    assert!(stays_quiet(&mut new, ack_wait * 2 + QUIET).await);
+    assert_eq!(new.rejected_acks(), 0);
+    assert!(pending(&topic, "workers").await.is_empty());
+    let stats = backend.broker_stats().await.unwrap().unwrap();
+    assert_eq!(stats["streams"][&topic], 3, "{stats}");
+    new.unsubscribe().await.unwrap();
+    backend.teardown().await.unwrap();
+    assert!(!exists(&topic).await);
 }

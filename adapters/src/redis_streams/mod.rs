@@ -47,9 +47,32 @@
 //! **Connections.** One control connection per backend (set-up, acks, claims, stats), one
 //! per producer, one per subscription; named in `CLIENT LIST` as `<prefix>-control`,
 //! `<prefix>-producer-<n>` and `<prefix>-<n>-reader`, with the prefix
-//! [`RedisBackend::client_name_prefix`] (`bb-<pid>-<nonce>`). No reconnection: a lost
-//! connection makes publishes resolve `Unknown` (possibly written) or `Failed` (known not
-//! sent), and ends subscriptions with an error item.
+//! [`RedisBackend::client_name_prefix`] (`bb-<pid>-<nonce>`).
+//!
+//! **Lost connections.** The control connection reconnects; producers and subscriptions
+//! do not.
+//!
+//! - When a request on the control connection finds it gone (an I/O error, a reset, a
+//!   close; not an error reply, and not a timeout), the next request dials a new one with
+//!   the same handshake (`AUTH`, `SELECT`, `CLIENT SETNAME`), and the failing request is
+//!   sent once more on it: every command sent there has the same effect when it arrives
+//!   twice (`XGROUP CREATE` answers `BUSYGROUP`, `XACK` and `XCLAIM ... JUSTID` set the
+//!   same state again; an `XACK` resent this way does not count what it finds acknowledged
+//!   already as rejected). So [`prepare`](Backend::prepare),
+//!   [`subscribe`](Backend::subscribe), [`teardown`](Backend::teardown), acks, nacks and
+//!   stats work again as soon as the server can be reached; until then they fail with the
+//!   dial's error (`Connect`), and an ack or nack that could not be sent is reported once,
+//!   by the next one.
+//! - A producer's lost connection makes its publishes resolve `Unknown` (possibly written)
+//!   or `Failed` (known not sent); a subscription whose reading connection is lost ends
+//!   with an error item (`Closed`). Neither resumes on a new connection: a subscription
+//!   doing so silently would miss or repeat entries without its caller knowing.
+//!   [`producer`](Backend::producer) and [`subscribe`](Backend::subscribe) dial new
+//!   connections of their own, so coming back is making a new producer and subscribing
+//!   again. A manual-ack member that lost its connection releases its unacknowledged
+//!   entries to its group on the way out (through the control connection), or, if the
+//!   server cannot be reached then, they stay pending until a member claims them after
+//!   the ack wait: subscribing again to the same group gets them back either way.
 //!
 //! What Redis Streams does not do, and this adapter therefore does not claim
 //! ([`RedisBackend::capabilities`]):
@@ -163,11 +186,7 @@ impl RedisBackend {
         );
         let link = Link::open(&target, &prefix, Role::Control, &options).await?;
         let server_version = link.server_info.as_deref().and_then(version_from_info);
-        let control = Control {
-            con: link.con.clone(),
-            url: target.shown.clone(),
-            timeout: options.request_timeout,
-        };
+        let control = Control::new(link, &target, &prefix, &options);
         Ok(RedisBackend {
             url: url.to_owned(),
             target,

@@ -58,6 +58,15 @@
 //! from the pending list): they are released with `XCLAIM ... IDLE <ack wait>`, so the
 //! remaining members claim and redeliver them within one claim round. Dropping a
 //! [`Subscription`] does the same in the background.
+//!
+//! **Lost connections.** When the reading connection is lost, the subscription ends with
+//! an error item and leaves as above (the control connection is dialled again if it was
+//! lost too), so its unacknowledged entries go to the rest of the group at once; when the
+//! server cannot be reached to release them, they stay pending and are claimed after the
+//! ack wait. It does not resume reading on a new connection: entries handed out in
+//! between would be missed or delivered twice without the subscriber knowing. A lost
+//! control connection alone does not end a subscription: its acks, nacks and interrupts
+//! go out on the new one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -197,7 +206,17 @@ pub(super) async fn subscribe(
         .arg(&*group)
         .arg(&start)
         .arg("MKSTREAM");
-    match backend.control.raw(&create).await {
+    // Sent again once if the control connection is lost on the way (see `Control`). A
+    // fan-out group is named after this subscription alone, so `BUSYGROUP` in answer to
+    // the second sending means the first one created it (at the position asked for).
+    let created = match backend.control.raw_once(&create).await {
+        Err(Failure::Lost(_)) => match backend.control.raw_once(&create).await {
+            Err(failure) if fan_out && failure.is_code("BUSYGROUP") => Ok(Value::Okay),
+            second => second,
+        },
+        first => first,
+    };
+    match created {
         Ok(_) => {}
         // The shared group exists already: join it where it stands.
         Err(failure) if !fan_out && failure.is_code("BUSYGROUP") => {}
@@ -406,8 +425,10 @@ impl Reader {
         let mut unblock = cmd("CLIENT");
         unblock.arg("UNBLOCK").arg(self.client_id);
         loop {
-            // Answered 0 if the read is not blocked (yet): then try again shortly.
-            let _ = self.member.control.raw(&unblock).await;
+            // Answered 0 if the read is not blocked (yet): then try again shortly. This
+            // loop sends it again anyway, so no resending after a lost control connection
+            // (and no dial may outlast the deadline).
+            let _ = tokio::time::timeout_at(deadline, self.member.control.raw_once(&unblock)).await;
             match tokio::time::timeout(UNBLOCK_RETRY, read.as_mut()).await {
                 Ok(result) => return result,
                 Err(_) if Instant::now() >= deadline => {
@@ -697,15 +718,26 @@ impl Acker {
             ack
         };
         let sent = ids.len() as u64;
-        match m.control.raw(&command).await {
+        // Sent again once if the control connection is lost on the way (see `Control`).
+        // Whether the lost sending reached the server is unknown, so the ids the second
+        // one finds no longer pending are not counted as rejected: the first may have
+        // acknowledged them.
+        let mut answer = m.control.raw_once(&command).await;
+        let resent = matches!(answer, Err(Failure::Lost(_)));
+        if resent {
+            answer = m.control.raw_once(&command).await;
+        }
+        match answer {
             Ok(value) => {
                 let done = match (&value, nack) {
                     (Value::Int(n), false) => u64::try_from(*n).unwrap_or(0),
                     (value, true) => entries::count_ids(value) as u64,
                     _ => 0,
                 };
-                self.rejected
-                    .fetch_add(sent.saturating_sub(done), Ordering::Relaxed);
+                if !resent {
+                    self.rejected
+                        .fetch_add(sent.saturating_sub(done), Ordering::Relaxed);
+                }
                 if nack {
                     self.claim_now.notify_one();
                 }
@@ -731,7 +763,10 @@ struct RedisControl {
     stops: mpsc::Sender<Stop>,
     acks: Option<mpsc::Sender<AckRequest>>,
     rejected: Arc<AtomicU64>,
-    /// Set when an ack could not be sent (the control connection failed).
+    /// Set when an ack or nack got no answer (the control connection was lost and could
+    /// not be dialled again, or the request timed out); reported once, by the next ack or
+    /// nack, which is then not queued. Later ones are sent as usual (on a new control
+    /// connection if need be).
     ack_failure: Arc<Mutex<Option<AdapterError>>>,
     timeout: Duration,
 }
@@ -759,7 +794,7 @@ impl RedisControl {
                 self.topic
             ))));
         };
-        if let Some(error) = self.ack_failure.lock().clone() {
+        if let Some(error) = self.ack_failure.lock().take() {
             return ready(Err(error));
         }
         let request = if nack {

@@ -1,6 +1,6 @@
 //! Shared helpers for the backend integration tests: connect to a local broker, or skip
 //! the test loudly when it is not running (unless `BROKERBENCH_REQUIRE_BACKENDS` says it
-//! must be there, as in CI).
+//! must be there, as in CI); and a [`Proxy`] that fails connections on demand.
 
 #![allow(dead_code)]
 
@@ -184,4 +184,159 @@ pub async fn publish_at_rate(
     assert_eq!(confirmed, n);
     assert_eq!(reader.await.unwrap(), n);
     (published, started.elapsed())
+}
+
+/// A TCP proxy in front of a broker that fails the connections through it the ways a
+/// network does: [`cut`](Self::cut) resets them all at once, [`sever`](Self::sever) stops
+/// them silently (the client learns it on its next write), and [`refuse`](Self::refuse)
+/// turns new ones away, as a broker that is down does. Stops (and drops every connection)
+/// when dropped.
+pub struct Proxy {
+    addr: std::net::SocketAddr,
+    /// The connections relayed so far and not cut.
+    relayed: std::sync::Arc<std::sync::Mutex<Vec<Relayed>>>,
+    /// While set, new connections are reset as soon as they are accepted.
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Cancelled when the proxy is dropped.
+    closed: tokio_util::sync::CancellationToken,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+/// One relayed connection: how to end it.
+struct Relayed {
+    /// Resets both sides; also cancelled by the relay itself when the connection ends.
+    cut: tokio_util::sync::CancellationToken,
+    /// Stops relaying; both sides are reset when the client sends something next.
+    sever: tokio_util::sync::CancellationToken,
+}
+
+impl Proxy {
+    /// Listens on a free port of 127.0.0.1 and relays each connection to `upstream`
+    /// (`host:port`).
+    pub async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let relayed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed = tokio_util::sync::CancellationToken::new();
+        let accept = tokio::spawn({
+            let (relayed, refusing, closed) = (relayed.clone(), refusing.clone(), closed.clone());
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    // Linger zero: dropping a socket resets it, as a failed path does.
+                    let _ = client.set_zero_linger();
+                    if refusing.load(std::sync::atomic::Ordering::Acquire) {
+                        drop(client);
+                        continue;
+                    }
+                    let ends = Relayed {
+                        cut: closed.child_token(),
+                        sever: tokio_util::sync::CancellationToken::new(),
+                    };
+                    let (cut, sever) = (ends.cut.clone(), ends.sever.clone());
+                    relayed.lock().unwrap().push(ends);
+                    let upstream = upstream.clone();
+                    tokio::spawn(async move {
+                        if let Ok(server) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = server.set_zero_linger();
+                            relay(client, server, &cut, &sever).await;
+                        }
+                        cut.cancel();
+                    });
+                }
+            }
+        });
+        Proxy {
+            addr,
+            relayed,
+            refusing,
+            closed,
+            accept,
+        }
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `url` (`scheme://[user-info@]host:port[/rest]`, or a bare `host:port`) with its host
+    /// and port replaced by the proxy's, keeping the scheme, user-info and the rest.
+    pub fn url_for(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let user = authority
+            .rsplit_once('@')
+            .map(|(user, _)| format!("{user}@"))
+            .unwrap_or_default();
+        let scheme = if scheme.is_empty() {
+            String::new()
+        } else {
+            format!("{scheme}://")
+        };
+        format!("{scheme}{user}{}{tail}", self.addr)
+    }
+
+    /// Resets every connection open now, both sides; returns how many there were. New
+    /// connections are relayed as before, unless [`refuse`](Self::refuse) says otherwise.
+    pub fn cut(&self) -> usize {
+        let mut relayed = self.relayed.lock().unwrap();
+        let open = relayed.iter().filter(|r| !r.cut.is_cancelled()).count();
+        for r in relayed.drain(..) {
+            r.cut.cancel();
+        }
+        open
+    }
+
+    /// Stops relaying every connection open now, without telling either side (as a
+    /// network path that fails silently); each is reset when its client next sends
+    /// something. Returns how many there were. New connections are relayed as before.
+    pub fn sever(&self) -> usize {
+        let relayed = self.relayed.lock().unwrap();
+        let open: Vec<_> = relayed
+            .iter()
+            .filter(|r| !r.cut.is_cancelled() && !r.sever.is_cancelled())
+            .collect();
+        for r in &open {
+            r.sever.cancel();
+        }
+        open.len()
+    }
+
+    /// While `refusing`, new connections are accepted and reset at once, so nobody gets
+    /// through to the broker.
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing
+            .store(refusing, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.closed.cancel();
+    }
+}
+
+/// Copies both ways until either side closes or `cut` fires; after `sever`, waits for the
+/// client's next bytes (or `cut`) instead. Returning drops (resets) both sockets.
+async fn relay(
+    mut client: tokio::net::TcpStream,
+    mut server: tokio::net::TcpStream,
+    cut: &tokio_util::sync::CancellationToken,
+    sever: &tokio_util::sync::CancellationToken,
+) {
+    use tokio::io::AsyncReadExt;
+    let severed = tokio::select! {
+        () = cut.cancelled() => false,
+        () = sever.cancelled() => true,
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+    };
+    if severed {
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            () = cut.cancelled() => {}
+            _ = client.read(&mut byte) => {}
+        }
+    }
 }
