@@ -17,16 +17,6 @@ use tokio_util::sync::CancellationToken;
 use crate::exit;
 use crate::run::Connection;
 
-/// The six real backends `--backend all` stands for.
-const ALL_BACKENDS: [BackendKind; 6] = [
-    BackendKind::Reference,
-    BackendKind::Nats,
-    BackendKind::Jetstream,
-    BackendKind::Rabbitmq,
-    BackendKind::Redis,
-    BackendKind::Kafka,
-];
-
 /// A `--backend` value: one backend, or `all`.
 #[derive(Debug, Clone)]
 enum BackendChoice {
@@ -450,8 +440,9 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
 
 /// The backends asked for, each once, in the matrix's column order.
 fn backends(choices: &[BackendChoice]) -> Vec<BackendKind> {
-    ALL_BACKENDS
+    BackendKind::ALL
         .into_iter()
+        .filter(|kind| *kind != BackendKind::Null)
         .filter(|kind| {
             choices.iter().any(|c| {
                 matches!(c, BackendChoice::All) || matches!(c, BackendChoice::One(k) if k == kind)

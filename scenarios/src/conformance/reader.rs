@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use brokerbench_adapters::{AdapterError, Subscription};
+use brokerbench_adapters::{AdapterError, Delivery, Subscription};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
@@ -50,6 +50,25 @@ pub(crate) struct Log {
     pub error: Option<(AdapterError, Instant)>,
     /// When the stream ended (after an error, an unsubscribe, or the broker closing it).
     pub ended: Option<Instant>,
+}
+
+impl Log {
+    /// Records `delivery`, decoding it as a message of run `run`.
+    pub fn record(&mut self, delivery: &Delivery, run: u32) {
+        let message = Message::decode(&delivery.payload);
+        if let Ok(m) = &message {
+            if m.run == run {
+                self.distinct.insert(m.id);
+            }
+        }
+        self.received.push(Received {
+            message,
+            redelivered: delivery.redelivered,
+            attempt: delivery.attempt,
+            sequence: delivery.sequence,
+            at: delivery.received_at,
+        });
+    }
 }
 
 /// Whether and how a reader acknowledges what it reads.
@@ -129,20 +148,7 @@ impl Reader {
                                 // acks, which the checks count.
                                 let _ = subscription.ack(&delivery).await;
                             }
-                            let message = Message::decode(&delivery.payload);
-                            let mut log = log.lock();
-                            if let Ok(m) = &message {
-                                if m.run == run {
-                                    log.distinct.insert(m.id);
-                                }
-                            }
-                            log.received.push(Received {
-                                message,
-                                redelivered: delivery.redelivered,
-                                attempt: delivery.attempt,
-                                sequence: delivery.sequence,
-                                at: delivery.received_at,
-                            });
+                            log.lock().record(&delivery, run);
                         }
                         Some(Err(error)) => {
                             log.lock().error = Some((error, Instant::now()));

@@ -10,7 +10,8 @@ use brokerbench_adapters::{
 };
 use futures::StreamExt;
 
-use super::{batch, confirmed_text, producer, settle, volume};
+use super::{Outbox, confirmed_text, settle, volume};
+use crate::conformance::ledger::Ledger;
 use crate::conformance::message::{Message, MessageId};
 use crate::conformance::reader::{Acking, Reader, wait_until};
 use crate::conformance::tally::{Order, sample, tally};
@@ -48,21 +49,12 @@ pub(super) async fn ack_redelivery(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         .await
         .during("subscribing consumer B")?;
     let b = Reader::spawn(b, ctx.run, Acking::Each);
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
+    let mut out = Outbox::open(ctx).await?;
     let per_round = p.consumers.max(2) * 4;
     for _ in 0..ROUNDS {
-        let messages = batch(
-            &mut ledger,
-            &topic,
-            0,
-            per_round,
-            p.size,
-            DeliveryMode::One,
-            |_| None,
-        );
-        ledger.publish(&producer, messages, p.window).await;
-        let want = ledger.confirmed() as usize;
+        out.send(&topic, per_round, (p.size, DeliveryMode::One, p.window))
+            .await;
+        let want = out.ledger.confirmed() as usize;
         wait_until(ctx.deadline(), || {
             let mut union = a.with_log(|l| l.distinct.clone());
             b.with_log(|l| union.extend(l.distinct.iter().copied()));
@@ -76,6 +68,7 @@ pub(super) async fn ack_redelivery(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     // A leaves without acking what it holds: its subscription (and connection) is dropped.
     let a_log = a.finish().await;
     let dropped_at = Instant::now();
+    let ledger = out.ledger;
     let held: BTreeSet<MessageId> = a_log.distinct.iter().copied().collect();
     if held.is_empty() {
         b.finish().await;
@@ -164,6 +157,28 @@ pub(super) async fn ack_redelivery(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     )))
 }
 
+/// A consumer of `group` with manual acks, and one message published to `topic` for it
+/// (confirmed): its id and the ledger.
+async fn one_job(
+    ctx: &Ctx<'_>,
+    topic: &Arc<str>,
+    group: &str,
+) -> Result<(Subscription, MessageId, Ledger), Stop> {
+    let spec = SubscriptionSpec::new(topic.clone())
+        .group(group)
+        .ack(AckMode::Manual);
+    let sub = ctx
+        .backend
+        .subscribe(spec)
+        .await
+        .during("subscribing the consumer")?;
+    let mut out = Outbox::open(ctx).await?;
+    let id = out
+        .send_one(topic, ctx.params.size, DeliveryMode::One)
+        .await?;
+    Ok((sub, id, out.ledger))
+}
+
 /// The next delivery of `sub` within `patience`: `Ok(None)` when nothing came,
 /// `Err(reason)` when the stream failed or ended.
 async fn next_within(
@@ -187,27 +202,7 @@ pub(super) async fn nack_requeue(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let group = "workers";
     ctx.prepare(vec![TopicSpec::new(&*topic).group(group)])
         .await?;
-    let spec = SubscriptionSpec::new(topic.clone())
-        .group(group)
-        .ack(AckMode::Manual);
-    let mut sub = ctx
-        .backend
-        .subscribe(spec)
-        .await
-        .during("subscribing the consumer")?;
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
-    let messages = batch(&mut ledger, &topic, 0, 1, p.size, DeliveryMode::One, |_| {
-        None
-    });
-    let id = messages[0].0;
-    ledger.publish(&producer, messages, 1).await;
-    if !ledger.is_confirmed(&id) {
-        return Err(Stop::Broken(format!(
-            "the message was not confirmed: {}",
-            confirmed_text(&ledger)
-        )));
-    }
+    let (mut sub, id, ledger) = one_job(ctx, &topic, group).await?;
     let mut finding = Finding::new(Default::default());
     let mut attempts: Vec<Option<u32>> = Vec::new();
     let mut unmarked = 0u64;
@@ -354,27 +349,7 @@ pub(super) async fn dead_letter(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         .await
         .during("subscribing to the dead-letter destination")?;
     let dead = Reader::spawn(dead, ctx.run, Acking::Never);
-    let spec = SubscriptionSpec::new(topic.clone())
-        .group(group)
-        .ack(AckMode::Manual);
-    let mut sub = ctx
-        .backend
-        .subscribe(spec)
-        .await
-        .during("subscribing the consumer")?;
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
-    let messages = batch(&mut ledger, &topic, 0, 1, p.size, DeliveryMode::One, |_| {
-        None
-    });
-    let id = messages[0].0;
-    ledger.publish(&producer, messages, 1).await;
-    if !ledger.is_confirmed(&id) {
-        return Err(Stop::Broken(format!(
-            "the message was not confirmed: {}",
-            confirmed_text(&ledger)
-        )));
-    }
+    let (mut sub, id, ledger) = one_job(ctx, &topic, group).await?;
 
     // Nack every delivery until the message shows up in the dead-letter destination.
     let deadline = Instant::now() + p.redelivery_timeout;

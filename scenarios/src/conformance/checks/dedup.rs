@@ -9,7 +9,9 @@ use brokerbench_adapters::{
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 
-use super::{all_have, producer, readers, settle, volume};
+use super::{Outbox, all_have, readers, settle, volume};
+use crate::conformance::ledger::Ledger;
+use crate::conformance::message::MessageId;
 use crate::conformance::reader::{Acking, Reader, finish_all};
 use crate::conformance::tally::{Order, sample, tally};
 use crate::conformance::{Ctx, During, Finding, Stop};
@@ -23,12 +25,12 @@ pub(super) async fn dedup(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     ctx.prepare(vec![TopicSpec::new(&*topic).partitions(1)])
         .await?;
     let live = readers(ctx, &SubscriptionSpec::new(topic.clone()), 1, Acking::Never).await?;
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
+    let Outbox {
+        producer,
+        mut ledger,
+    } = Outbox::open(ctx).await?;
     let mut in_flight = FuturesOrdered::new();
-    let mut second_duplicate = 0u64;
-    let mut second_ok = 0u64;
-    let mut refused = Vec::new();
+    let mut copies = Copies::default();
     for i in 0..p.dedup_ids {
         let (id, payload) = ledger.message(0, None, p.size);
         let dedup_id = format!("{:08x}-{i}", ctx.run);
@@ -40,25 +42,18 @@ pub(super) async fn dedup(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         }
         while in_flight.len() >= p.window.max(2) {
             if let Some(done) = in_flight.next().await {
-                record(
-                    &mut ledger,
-                    done,
-                    &mut second_duplicate,
-                    &mut second_ok,
-                    &mut refused,
-                );
+                copies.record(&mut ledger, done);
             }
         }
     }
     while let Some(done) = in_flight.next().await {
-        record(
-            &mut ledger,
-            done,
-            &mut second_duplicate,
-            &mut second_ok,
-            &mut refused,
-        );
+        copies.record(&mut ledger, done);
     }
+    let Copies {
+        second_duplicate,
+        second_ok,
+        refused,
+    } = copies;
     let want = ledger.confirmed() as usize;
     all_have(&live, want, ctx.deadline()).await;
     settle(ctx).await;
@@ -131,21 +126,33 @@ pub(super) async fn dedup(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     )))
 }
 
-/// Records one copy's outcome: the first confirmation of an id is its fate in the ledger.
-fn record(
-    ledger: &mut crate::conformance::ledger::Ledger,
-    (id, copy, outcome): (crate::conformance::message::MessageId, u8, PublishOutcome),
-    second_duplicate: &mut u64,
-    second_ok: &mut u64,
-    refused: &mut Vec<String>,
-) {
-    match &outcome {
-        PublishOutcome::Duplicate if copy == 1 => *second_duplicate += 1,
-        PublishOutcome::Ok if copy == 1 => *second_ok += 1,
-        PublishOutcome::Failed(reason) => refused.push(reason.clone()),
-        _ => {}
-    }
-    if !ledger.is_confirmed(&id) {
-        ledger.outcome(id, &outcome);
+/// What the broker answered to the copies.
+#[derive(Default)]
+struct Copies {
+    /// Second copies answered as duplicates.
+    second_duplicate: u64,
+    /// Second copies answered as new messages.
+    second_ok: u64,
+    /// Reasons of refused publishes.
+    refused: Vec<String>,
+}
+
+impl Copies {
+    /// Records one copy's outcome; the first confirmation of an id is its fate in the
+    /// ledger.
+    fn record(
+        &mut self,
+        ledger: &mut Ledger,
+        (id, copy, outcome): (MessageId, u8, PublishOutcome),
+    ) {
+        match &outcome {
+            PublishOutcome::Duplicate if copy == 1 => self.second_duplicate += 1,
+            PublishOutcome::Ok if copy == 1 => self.second_ok += 1,
+            PublishOutcome::Failed(reason) => self.refused.push(reason.clone()),
+            _ => {}
+        }
+        if !ledger.is_confirmed(&id) {
+            ledger.outcome(id, &outcome);
+        }
     }
 }

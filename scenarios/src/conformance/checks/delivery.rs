@@ -5,7 +5,7 @@ use std::sync::Arc;
 use brokerbench_adapters::{DeliveryMode, SubscriptionSpec, TopicSpec};
 use brokerbench_results::Counts;
 
-use super::{all_have, batch, confirmed_text, producer, readers, settle, together_have, volume};
+use super::{Outbox, all_have, confirmed_text, readers, settle, together_have, volume};
 use crate::conformance::reader::{Acking, finish_all};
 use crate::conformance::tally::{Order, sample, tally};
 use crate::conformance::{Ctx, Finding, Stop};
@@ -23,18 +23,10 @@ pub(super) async fn fanout(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         Acking::Never,
     )
     .await?;
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
-    let messages = batch(
-        &mut ledger,
-        &topic,
-        0,
-        p.messages,
-        p.size,
-        DeliveryMode::All,
-        |_| None,
-    );
-    ledger.publish(&producer, messages, p.window).await;
+    let mut out = Outbox::open(ctx).await?;
+    out.send(&topic, p.messages, (p.size, DeliveryMode::All, p.window))
+        .await;
+    let ledger = out.ledger;
     let want = ledger.confirmed() as usize;
     all_have(&readers, want, ctx.deadline()).await;
     settle(ctx).await;
@@ -85,18 +77,10 @@ pub(super) async fn compete(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         .await?;
     let spec = SubscriptionSpec::new(topic.clone()).group(group);
     let readers = readers(ctx, &spec, p.consumers, Acking::Never).await?;
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
-    let messages = batch(
-        &mut ledger,
-        &topic,
-        0,
-        p.messages,
-        p.size,
-        DeliveryMode::One,
-        |_| None,
-    );
-    ledger.publish(&producer, messages, p.window).await;
+    let mut out = Outbox::open(ctx).await?;
+    out.send(&topic, p.messages, (p.size, DeliveryMode::One, p.window))
+        .await;
+    let ledger = out.ledger;
     together_have(&readers, ledger.confirmed() as usize, ctx.deadline()).await;
     settle(ctx).await;
     let logs = finish_all(readers).await;

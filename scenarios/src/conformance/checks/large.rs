@@ -9,7 +9,7 @@ use brokerbench_adapters::{
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::producer;
+use super::Outbox;
 use crate::conformance::message::filler;
 use crate::conformance::{Ctx, During, Finding, Stop};
 
@@ -55,7 +55,7 @@ pub(super) async fn large_message(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         .subscribe(SubscriptionSpec::new(topic.clone()))
         .await
         .during("subscribing")?;
-    let producer = producer(ctx).await?;
+    let producer = Outbox::open(ctx).await?.producer;
     let mut finding = Finding::new(Default::default());
     let mut outcomes = Vec::new();
     for (i, &size) in p.large_sizes.iter().enumerate() {

@@ -62,17 +62,87 @@ async fn readers(
     Ok(readers)
 }
 
-/// A producer.
-async fn producer(ctx: &Ctx<'_>) -> Result<Producer, Stop> {
-    ctx.backend.producer().await.during("creating a producer")
+/// The publishing side of a check: one producer and the ledger of what it published.
+struct Outbox {
+    producer: Producer,
+    ledger: Ledger,
 }
 
-/// `n` messages of producer `producer` to `topic` with `mode`, the key of message `i`
-/// being `key(i)` (an index into the check's key set).
+impl Outbox {
+    /// A producer of its own on the check's backend, and an empty ledger.
+    async fn open(ctx: &Ctx<'_>) -> Result<Outbox, Stop> {
+        let producer = ctx.backend.producer().await.during("creating a producer")?;
+        Ok(Outbox {
+            producer,
+            ledger: ctx.ledger(),
+        })
+    }
+
+    /// Publishes `n` messages of `size` bytes to `topic` with `mode`, message `i` keyed
+    /// `key(i)`, up to `window` in flight; returns their ids once every publish resolved.
+    async fn send_keyed(
+        &mut self,
+        topic: &Arc<str>,
+        n: u32,
+        (size, mode, window): (usize, DeliveryMode, usize),
+        key: impl Fn(u32) -> Option<u16>,
+    ) -> Vec<MessageId> {
+        let messages = batch(&mut self.ledger, topic, n, size, mode, key);
+        let ids = messages.iter().map(|(id, _)| *id).collect();
+        self.ledger.publish(&self.producer, messages, window).await;
+        ids
+    }
+
+    /// [`send_keyed`](Self::send_keyed) without keys.
+    async fn send(
+        &mut self,
+        topic: &Arc<str>,
+        n: u32,
+        shape: (usize, DeliveryMode, usize),
+    ) -> Vec<MessageId> {
+        self.send_keyed(topic, n, shape, |_| None).await
+    }
+
+    /// Publishes `n` messages open loop at `rate` per second.
+    async fn send_paced(
+        &mut self,
+        topic: &Arc<str>,
+        n: u32,
+        (size, mode): (usize, DeliveryMode),
+        rate: f64,
+    ) -> Vec<MessageId> {
+        let messages = batch(&mut self.ledger, topic, n, size, mode, |_| None);
+        let ids = messages.iter().map(|(id, _)| *id).collect();
+        self.ledger
+            .publish_paced(&self.producer, messages, rate)
+            .await;
+        ids
+    }
+
+    /// Publishes one message and insists that it is confirmed.
+    async fn send_one(
+        &mut self,
+        topic: &Arc<str>,
+        size: usize,
+        mode: DeliveryMode,
+    ) -> Result<MessageId, Stop> {
+        let id = self.send(topic, 1, (size, mode, 1)).await[0];
+        if self.ledger.is_confirmed(&id) {
+            Ok(id)
+        } else {
+            Err(Stop::Broken(format!(
+                "the message was not confirmed: {}",
+                confirmed_text(&self.ledger)
+            )))
+        }
+    }
+}
+
+/// `n` messages (of producer 0) to `topic` with `mode`, the key of message `i` being
+/// `key(i)` (an index into the check's key set), recorded in `ledger` once published.
 fn batch(
     ledger: &mut Ledger,
     topic: &Arc<str>,
-    producer: u16,
     n: u32,
     size: usize,
     mode: DeliveryMode,
@@ -81,7 +151,7 @@ fn batch(
     (0..n)
         .map(|i| {
             let k = key(i);
-            let (id, payload) = ledger.message(producer, k, size);
+            let (id, payload) = ledger.message(0, k, size);
             let mut request = PublishRequest::new(topic.clone(), payload).delivery(mode);
             if let Some(k) = k {
                 request = request.key(key_name(k));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use brokerbench_adapters::{DeliveryMode, SubscriptionSpec, TopicSpec};
 
-use super::{all_have, batch, confirmed_text, producer, readers, settle, together_have, volume};
+use super::{Outbox, all_have, confirmed_text, readers, settle, together_have, volume};
 use crate::conformance::reader::{Acking, Received, finish_all};
 use crate::conformance::tally::{Order, sample, tally};
 use crate::conformance::{Ctx, Finding, Stop};
@@ -20,19 +20,16 @@ pub(super) async fn key_order(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         .await?;
     let spec = SubscriptionSpec::new(topic.clone()).group(group);
     let readers = readers(ctx, &spec, p.consumers, Acking::Never).await?;
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
     let keys = p.keys.clamp(1, u32::from(u16::MAX - 1));
-    let messages = batch(
-        &mut ledger,
+    let mut out = Outbox::open(ctx).await?;
+    out.send_keyed(
         &topic,
-        0,
         p.order_messages,
-        p.size,
-        DeliveryMode::One,
+        (p.size, DeliveryMode::One, p.window),
         |i| Some((i % keys) as u16),
-    );
-    ledger.publish(&producer, messages, p.window).await;
+    )
+    .await;
+    let ledger = out.ledger;
     together_have(&readers, ledger.confirmed() as usize, ctx.deadline()).await;
     settle(ctx).await;
     let logs = finish_all(readers).await;
@@ -103,18 +100,14 @@ pub(super) async fn total_order(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     ctx.prepare(vec![TopicSpec::new(&*topic).partitions(1)])
         .await?;
     let readers = readers(ctx, &SubscriptionSpec::new(topic.clone()), 1, Acking::Never).await?;
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
-    let messages = batch(
-        &mut ledger,
+    let mut out = Outbox::open(ctx).await?;
+    out.send(
         &topic,
-        0,
         p.order_messages,
-        p.size,
-        DeliveryMode::All,
-        |_| None,
-    );
-    ledger.publish(&producer, messages, p.window).await;
+        (p.size, DeliveryMode::All, p.window),
+    )
+    .await;
+    let ledger = out.ledger;
     all_have(&readers, ledger.confirmed() as usize, ctx.deadline()).await;
     settle(ctx).await;
     let logs = finish_all(readers).await;

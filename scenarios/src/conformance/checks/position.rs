@@ -7,7 +7,7 @@ use std::time::Instant;
 use brokerbench_adapters::{Capability, DeliveryMode, StartPosition, SubscriptionSpec, TopicSpec};
 use brokerbench_results::Counts;
 
-use super::{all_have, batch, confirmed_text, producer, readers, settle, together_have, volume};
+use super::{Outbox, all_have, confirmed_text, readers, settle, together_have, volume};
 use crate::conformance::message::MessageId;
 use crate::conformance::reader::{Acking, Reader, finish_all, wait_until};
 use crate::conformance::tally::{Order, sample, tally};
@@ -22,20 +22,17 @@ pub(super) async fn late_replay(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     // One partition: a sequence (a Kafka offset) then names one place in the topic.
     ctx.prepare(vec![TopicSpec::new(&*topic).partitions(1)])
         .await?;
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
-    let history = batch(
-        &mut ledger,
-        &topic,
-        0,
-        p.replay_messages,
-        p.size,
-        DeliveryMode::All,
-        |_| None,
-    );
-    let history_ids: BTreeSet<MessageId> = history.iter().map(|(id, _)| *id).collect();
-    ledger.publish(&producer, history, p.window).await;
-    let confirmed = ledger.confirmed() as usize;
+    let mut out = Outbox::open(ctx).await?;
+    let history_ids: BTreeSet<MessageId> = out
+        .send(
+            &topic,
+            p.replay_messages,
+            (p.size, DeliveryMode::All, p.window),
+        )
+        .await
+        .into_iter()
+        .collect();
+    let confirmed = out.ledger.confirmed() as usize;
 
     let from_start = ctx
         .backend
@@ -58,9 +55,9 @@ pub(super) async fn late_replay(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     };
     let Some(&pivot_sequence) = sequences.get(&pivot) else {
         let (_, log) = from_start.stop().await;
-        let t = tally(&ledger, &log.received, |_| true, Order::Publish);
+        let t = tally(&out.ledger, &log.received, |_| true, Order::Publish);
         let mut counts = t.counts;
-        volume(&mut counts, &ledger);
+        volume(&mut counts, &out.ledger);
         let mut finding = Finding::new(counts);
         finding.fail(if log.received.is_empty() {
             format!("a subscriber from the beginning got none of the {confirmed} retained messages")
@@ -87,22 +84,20 @@ pub(super) async fn late_replay(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let due_after = |id: &MessageId| {
         !history_ids.contains(id) || sequences.get(id).is_some_and(|s| *s > pivot_sequence)
     };
-    let want_after = ledger
+    let want_after = out
+        .ledger
         .iter()
-        .filter(|(id, _)| due_after(id) && ledger.is_confirmed(id))
+        .filter(|(id, _)| due_after(id) && out.ledger.is_confirmed(id))
         .count();
     wait_until(ctx.deadline(), || after.distinct() >= want_after).await;
 
     // Then a live message: both must get it after their replay.
-    let live = batch(&mut ledger, &topic, 0, 1, p.size, DeliveryMode::All, |_| {
-        None
-    });
-    ledger.publish(&producer, live, 1).await;
+    out.send(&topic, 1, (p.size, DeliveryMode::All, 1)).await;
+    let ledger = out.ledger;
     let readers = [from_start, after];
     let deadline = ctx.deadline();
     wait_until(deadline, || {
-        readers[0].distinct() >= ledger.confirmed() as usize
-            && readers[1].distinct() > want_after
+        readers[0].distinct() >= ledger.confirmed() as usize && readers[1].distinct() > want_after
     })
     .await;
     settle(ctx).await;
@@ -142,32 +137,18 @@ pub(super) async fn live_only(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let topic: Arc<str> = ctx.topic("live").into();
     ctx.prepare(vec![TopicSpec::new(&*topic).partitions(1)])
         .await?;
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
-    let before = batch(
-        &mut ledger,
-        &topic,
-        0,
-        p.messages,
-        p.size,
-        DeliveryMode::All,
-        |_| None,
-    );
-    let before_ids: BTreeSet<MessageId> = before.iter().map(|(id, _)| *id).collect();
-    ledger.publish(&producer, before, p.window).await;
+    let mut out = Outbox::open(ctx).await?;
+    let shape = (p.size, DeliveryMode::All, p.window);
+    let before_ids: BTreeSet<MessageId> = out
+        .send(&topic, p.messages, shape)
+        .await
+        .into_iter()
+        .collect();
     let readers = readers(ctx, &SubscriptionSpec::new(topic.clone()), 1, Acking::Never).await?;
     // Anything retained would come now.
     tokio::time::sleep(p.grace).await;
-    let after = batch(
-        &mut ledger,
-        &topic,
-        0,
-        p.messages,
-        p.size,
-        DeliveryMode::All,
-        |_| None,
-    );
-    ledger.publish(&producer, after, p.window).await;
+    out.send(&topic, p.messages, shape).await;
+    let ledger = out.ledger;
     let want = ledger
         .iter()
         .filter(|(id, _)| !before_ids.contains(id) && ledger.is_confirmed(id))
@@ -262,20 +243,14 @@ pub(super) async fn unsubscribe(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     } else {
         None
     };
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
-    let first = batch(
-        &mut ledger,
-        &topic,
-        0,
-        p.messages,
-        p.size,
-        DeliveryMode::All,
-        |_| None,
-    );
-    let first_ids: BTreeSet<MessageId> = first.iter().map(|(id, _)| *id).collect();
-    ledger.publish(&producer, first, p.window).await;
-    all_have(&readers, ledger.confirmed() as usize, ctx.deadline()).await;
+    let mut out = Outbox::open(ctx).await?;
+    let fan_out = (p.size, DeliveryMode::All, p.window);
+    let first_ids: BTreeSet<MessageId> = out
+        .send(&topic, p.messages, fan_out)
+        .await
+        .into_iter()
+        .collect();
+    all_have(&readers, out.ledger.confirmed() as usize, ctx.deadline()).await;
 
     // A leaves.
     let leaver = readers.remove(0);
@@ -306,31 +281,21 @@ pub(super) async fn unsubscribe(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     tokio::time::sleep(p.grace).await;
     let quiet_from = confirmed_at + p.grace;
 
-    let second = batch(
-        &mut ledger,
-        &topic,
-        0,
-        p.messages,
-        p.size,
-        DeliveryMode::All,
-        |_| None,
-    );
-    let second_ids: BTreeSet<MessageId> = second.iter().map(|(id, _)| *id).collect();
-    ledger.publish(&producer, second, p.window).await;
+    let second_ids: BTreeSet<MessageId> = out
+        .send(&topic, p.messages, fan_out)
+        .await
+        .into_iter()
+        .collect();
     let mut group_ids = BTreeSet::new();
     if group_leave.is_some() {
-        let third = batch(
-            &mut ledger,
-            &group_topic,
-            1,
-            p.messages,
-            p.size,
-            DeliveryMode::One,
-            |_| None,
-        );
-        group_ids = third.iter().map(|(id, _)| *id).collect();
-        ledger.publish(&producer, third, p.window).await;
+        let shape = (p.size, DeliveryMode::One, p.window);
+        group_ids = out
+            .send(&group_topic, p.messages, shape)
+            .await
+            .into_iter()
+            .collect();
     }
+    let ledger = out.ledger;
     let fan_out_due = |id: &MessageId| first_ids.contains(id) || second_ids.contains(id);
     let want = ledger
         .iter()

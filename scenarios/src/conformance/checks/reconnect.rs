@@ -18,7 +18,7 @@
 //! Every confirmed message must reach the subscriber; duplicates (retried publishes,
 //! redeliveries) are counted, not failed.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,9 +32,9 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{batch, volume};
-use crate::conformance::message::{Message, MessageId};
+use crate::conformance::message::MessageId;
 use crate::conformance::proxy::{self, Proxy};
-use crate::conformance::reader::{Received, wait_until};
+use crate::conformance::reader::{Log, wait_until};
 use crate::conformance::tally::{Order, sample, tally};
 use crate::conformance::{Ctx, During, Finding, Stop, options};
 
@@ -62,8 +62,7 @@ impl Comeback {
 /// What the subscriber side saw.
 #[derive(Debug, Default)]
 struct SubscriberLog {
-    received: Vec<Received>,
-    distinct: HashSet<MessageId>,
+    deliveries: Log,
     last_sequence: Option<i64>,
     resubscribes: u64,
     errors: Vec<String>,
@@ -186,7 +185,6 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let messages = batch(
         &mut ledger,
         &topic,
-        0,
         p.reconnect_messages,
         p.size,
         mode,
@@ -304,7 +302,9 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         .collect();
     wait_until(deadline, || {
         let log = log.lock();
-        confirmed.iter().all(|id| log.distinct.contains(id))
+        confirmed
+            .iter()
+            .all(|id| log.deliveries.distinct.contains(id))
     })
     .await;
     tokio::time::sleep(p.settle).await;
@@ -312,7 +312,7 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let _ = subscriber.await;
 
     let log = std::mem::take(&mut *log.lock());
-    let t = tally(&ledger, &log.received, |_| true, Order::Ignore);
+    let t = tally(&ledger, &log.deliveries.received, |_| true, Order::Ignore);
     let mut counts = t.counts;
     volume(&mut counts, &ledger);
     counts.published = messages.len() as u64;
@@ -499,14 +499,9 @@ async fn subscribe_loop(backend: Arc<dyn Backend>, first: Subscription, s: Subsc
                 if s.comeback == Comeback::Group {
                     let _ = sub.ack(&delivery).await;
                 }
-                let message = Message::decode(&delivery.payload);
                 let cut = *s.cut_at.lock();
                 let mut log = s.log.lock();
-                if let Ok(m) = &message {
-                    if m.run == s.run {
-                        log.distinct.insert(m.id);
-                    }
-                }
+                log.deliveries.record(&delivery, s.run);
                 if cut.is_some_and(|c| delivery.received_at > c) && log.first_after_cut.is_none() {
                     log.first_after_cut = Some(delivery.received_at);
                 }
@@ -514,13 +509,6 @@ async fn subscribe_loop(backend: Arc<dyn Backend>, first: Subscription, s: Subsc
                     log.last_sequence =
                         Some(log.last_sequence.map_or(sequence, |l| l.max(sequence)));
                 }
-                log.received.push(Received {
-                    message,
-                    redelivered: delivery.redelivered,
-                    attempt: delivery.attempt,
-                    sequence: delivery.sequence,
-                    at: delivery.received_at,
-                });
             }
             Some(Err(e)) => {
                 s.log.lock().errors.push(e.to_string());

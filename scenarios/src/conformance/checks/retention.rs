@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use brokerbench_adapters::{Capability, DeliveryMode, StartPosition, SubscriptionSpec, TopicSpec};
 
-use super::{batch, confirmed_text, producer, settle, volume};
+use super::{Outbox, confirmed_text, settle, volume};
 use crate::conformance::message::MessageId;
 use crate::conformance::reader::{Acking, Reader, wait_until};
 use crate::conformance::tally::{Order, sample, tally};
@@ -27,16 +27,15 @@ pub(super) async fn retention_trim(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         spec = spec.group(group);
     }
     ctx.prepare(vec![spec]).await?;
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
+    let mut out = Outbox::open(ctx).await?;
     let total = (p.retention + p.retention_excess).min(u64::from(u32::MAX)) as u32;
     let mode = if replay {
         DeliveryMode::All
     } else {
         DeliveryMode::One
     };
-    let messages = batch(&mut ledger, &topic, 0, total, p.size, mode, |_| None);
-    ledger.publish(&producer, messages, p.window).await;
+    out.send(&topic, total, (p.size, mode, p.window)).await;
+    let ledger = out.ledger;
     if ledger.confirmed() != u64::from(total) {
         return Err(Stop::Broken(format!(
             "not every message was confirmed: {}",

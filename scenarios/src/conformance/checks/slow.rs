@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use brokerbench_adapters::{DeliveryMode, ErrorKind, SubscriptionSpec, TopicSpec};
 use brokerbench_results::Counts;
 
-use super::{batch, confirmed_text, producer, settle, volume};
+use super::{Outbox, confirmed_text, settle, volume};
 use crate::conformance::reader::{Acking, Pace, Reader, finish_all, wait_until};
 use crate::conformance::tally::{Order, sample, tally};
 use crate::conformance::{Ctx, During, Finding, Stop};
@@ -48,19 +48,16 @@ pub(super) async fn slow_consumer(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
             .during(&format!("subscribing subscriber {}", i + 1))?;
         fast.push(Reader::spawn(sub, ctx.run, Acking::Never));
     }
-    let producer = producer(ctx).await?;
-    let mut ledger = ctx.ledger();
-    let messages = batch(
-        &mut ledger,
-        &topic,
-        0,
-        p.slow_messages,
-        p.slow_size,
-        DeliveryMode::All,
-        |_| None,
-    );
+    let mut out = Outbox::open(ctx).await?;
     let started = Instant::now();
-    ledger.publish_paced(&producer, messages, p.slow_rate).await;
+    out.send_paced(
+        &topic,
+        p.slow_messages,
+        (p.slow_size, DeliveryMode::All),
+        p.slow_rate,
+    )
+    .await;
+    let ledger = out.ledger;
     let publishing = started.elapsed();
     let want = ledger.confirmed() as usize;
     wait_until(ctx.deadline(), || fast.iter().all(|r| r.distinct() >= want)).await;
