@@ -247,7 +247,8 @@ async fn total_order_catches_a_reordering() {
 
 #[tokio::test]
 async fn late_replay_catches_a_replayed_message_missing() {
-    // Subscription 1 is the one after a sequence; it loses the first message it replays.
+    // Subscription 1 is the first one after a sequence (a quarter of the way); it loses
+    // the first message it replays.
     let first = Arc::new(AtomicUsize::new(0));
     let plan = FaultPlan {
         picker_for: Some(Arc::new(move |n| {
@@ -268,7 +269,7 @@ async fn late_replay_catches_a_replayed_message_missing() {
     assert_caught(
         &report,
         |c| c.lost,
-        "the subscriber after a sequence: lost 1",
+        "the subscriber after sequence 5: lost 1 (missing p0#6)",
     );
 }
 
