@@ -310,7 +310,12 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             Ok(c) => BackendColumn {
                 name: kind.to_string(),
                 url: Some(c.url.clone()),
-                version: c.backend.server_version(),
+                // The embedded broker is this very binary.
+                version: c.backend.server_version().or_else(|| {
+                    c.is_embedded().then(|| {
+                        format!("reference-broker {}, embedded", env!("CARGO_PKG_VERSION"))
+                    })
+                }),
             },
             Err(_) => BackendColumn {
                 name: kind.to_string(),

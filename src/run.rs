@@ -329,6 +329,11 @@ impl Connection {
         Ok(record)
     }
 
+    /// Whether the broker is the embedded reference broker started for these runs.
+    pub(crate) fn is_embedded(&self) -> bool {
+        matches!(self.target, Target::Embedded(_))
+    }
+
     /// Stops what was started for the runs (the embedded broker; a container is removed
     /// when dropped). Returns why the embedded broker died, if it did.
     pub(crate) async fn close(self) -> Option<String> {

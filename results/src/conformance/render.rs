@@ -48,8 +48,14 @@ fn detail_line(cell: &Cell) -> Option<String> {
             }
             line.push(']');
         }
+        // An expected gap: what the broker documents about it.
+        Some(expected) => {
+            if let Some(reason) = &expected.reason {
+                let _ = write!(line, " [as documented: {reason}]");
+            }
+        }
         None if cell.is_unexpected() => line.push_str(" [expected pass]"),
-        _ => {}
+        None => {}
     }
     Some(line)
 }
@@ -280,7 +286,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("nats dedup: unsupported - the nats backend does not support dedup\n"),
+            text.contains("nats dedup: unsupported - the nats backend does not support dedup [as documented: core NATS has no message ids]\n"),
             "{text}"
         );
         assert!(text.ends_with("4 cells: 1 regressed, 0 could not run, 0 other differences from the expected matrix (marked !)\n"), "{text}");

@@ -139,11 +139,11 @@ pub(super) async fn slow_consumer(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         None => "the slow one got everything once it caught up".to_owned(),
     };
     Ok(finding.summary(format!(
-        "{} in {} ms to {} subscribers; the others kept up (p99 {} ms); {slow_text}",
+        "{} in {} ms to {} subscribers; the others kept up (p99 {:.1} ms); {slow_text}",
         confirmed_text(&ledger),
         publishing.as_millis(),
         fast_logs.len() + 1,
-        p99.map_or(0, |d| d.as_millis())
+        p99.map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     )))
 }
 
