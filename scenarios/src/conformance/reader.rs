@@ -80,11 +80,18 @@ pub(crate) enum Acking {
     Each,
 }
 
-/// A task reading one subscription into a [`Log`].
+/// A task reading one subscription into a [`Log`]. Dropping it stops the task and drops
+/// the subscription (a check that stops early leaves nothing reading behind it).
 pub(crate) struct Reader {
     log: Arc<Mutex<Log>>,
     stop: CancellationToken,
-    task: JoinHandle<Subscription>,
+    task: Option<JoinHandle<Subscription>>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// Slows a reader down while it is set: a pause before each read.
@@ -164,7 +171,11 @@ impl Reader {
                 subscription
             }
         });
-        Reader { log, stop, task }
+        Reader {
+            log,
+            stop,
+            task: Some(task),
+        }
     }
 
     /// How many distinct good messages of the run it has got so far.
@@ -188,9 +199,12 @@ impl Reader {
     }
 
     /// Stops reading and hands back the subscription and what it delivered.
-    pub async fn stop(self) -> (Option<Subscription>, Log) {
+    pub async fn stop(mut self) -> (Option<Subscription>, Log) {
         self.stop.cancel();
-        let subscription = self.task.await.ok();
+        let subscription = match self.task.take() {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
         let log = std::mem::take(&mut *self.log.lock());
         (subscription, log)
     }

@@ -161,6 +161,8 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let log = Arc::new(Mutex::new(SubscriberLog::default()));
     let cut_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let stop = CancellationToken::new();
+    // Whatever way the check ends, the subscribing task ends with it.
+    let _stop_subscriber = stop.clone().drop_guard();
     let subscriber = tokio::spawn(subscribe_loop(
         subscribing.backend.clone(),
         subscription,
