@@ -1,11 +1,12 @@
-//! `brokerbench report`: one self-contained HTML page of one or more run records.
+//! `brokerbench report`: one self-contained HTML page of one or more run records, or of a
+//! conformance report.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use brokerbench_results::{ReportRun, RunRecord, render_report};
+use brokerbench_results::{ConformanceReport, ReportRun, RunRecord, render_report};
 
 use crate::exit;
 
@@ -13,7 +14,8 @@ use crate::exit;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Run records (JSON, as `brokerbench run` writes them); several are overlaid, one
-    /// colour per run, the first being the baseline of the summary's differences.
+    /// colour per run, the first being the baseline of the summary's differences. Or one
+    /// conformance report (`brokerbench conform --json`): its matrix as a page.
     #[arg(required = true, value_name = "RECORD.json")]
     records: Vec<PathBuf>,
     /// Where to write the HTML page (`-` for stdout).
@@ -58,8 +60,40 @@ pub(crate) fn write_output(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Whether the JSON document at `path` is a conformance report (`"kind": "conformance"`);
+/// a file that cannot be read or parsed is left to the run-record reader to explain.
+fn is_conformance_report(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|json| json["kind"] == "conformance")
+}
+
+/// Renders the page of one conformance report.
+fn conformance_page(args: &Args) -> anyhow::Result<ExitCode> {
+    let [path] = args.records.as_slice() else {
+        anyhow::bail!(
+            "a conformance report is rendered alone: give one conformance report, or run records only"
+        );
+    };
+    let report = ConformanceReport::read(path).map_err(|err| anyhow::anyhow!("{err}"))?;
+    let html = brokerbench_results::conformance::html::render_html(&report);
+    write_output(&args.out, html.as_bytes())?;
+    if args.out != Path::new("-") {
+        eprintln!(
+            "conformance page of {} cells written to {}",
+            report.cells.len(),
+            args.out.display()
+        );
+    }
+    Ok(exit::PASSED)
+}
+
 /// Renders the report.
 pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
+    if args.records.iter().any(|p| is_conformance_report(p)) {
+        return conformance_page(args);
+    }
     let records = read_records(&args.records)?;
     let sources: Vec<String> = args
         .records

@@ -71,6 +71,19 @@ fn the_reference_broker_passes_every_check() {
     assert!(junit.contains("<testsuite name=\"conformance.reference\" tests=\"15\" failures=\"0\" errors=\"0\" skipped=\"0\""), "{junit}");
     assert_eq!(junit.matches("<testcase ").count(), 15);
 
+    let page = brokerbench(&["report", "m.json", "--out", "m.html"], dir.path());
+    assert!(page.status.success(), "{}", text(&page.stderr));
+    let html = std::fs::read_to_string(dir.path().join("m.html")).unwrap();
+    assert!(
+        html.contains("<h1>brokerbench conformance: 15 checks × 1 backends</h1>"),
+        "{html}"
+    );
+    assert_eq!(
+        html.matches("<td class=\"ok\"").count(),
+        30,
+        "matrix and cell list"
+    );
+
     let markdown = std::fs::read_to_string(dir.path().join("m.md")).unwrap();
     assert!(
         markdown.starts_with("| check | reference |\n|---|---|\n| `fanout` | pass |"),

@@ -7,8 +7,10 @@
 //! the committed expected matrix says the cell should be. It is written as JSON
 //! (`schema_version` [`CONFORMANCE_SCHEMA_VERSION`], atomically, after every cell so an
 //! interrupted suite still leaves a valid, `partial` document) and rendered as a terminal
-//! matrix, a markdown matrix and JUnit XML ([`render`], [`junit`]).
+//! matrix, a markdown matrix, JUnit XML and an HTML page ([`render`], [`junit`],
+//! [`html`]).
 
+pub mod html;
 pub mod junit;
 pub mod render;
 

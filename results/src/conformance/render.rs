@@ -31,7 +31,7 @@ fn cell_text(cell: Option<&Cell>) -> String {
 }
 
 /// The detail line of a cell that is not a plain, expected pass; `None` for those.
-fn detail_line(cell: &Cell) -> Option<String> {
+pub(crate) fn detail_line(cell: &Cell) -> Option<String> {
     if cell.verdict == Verdict::Pass && !cell.is_unexpected() {
         return None;
     }
@@ -127,7 +127,7 @@ pub fn render_matrix(report: &ConformanceReport, colour_output: bool) -> String 
 }
 
 /// The cells in matrix order: backend by backend, check by check.
-fn ordered_cells(report: &ConformanceReport) -> impl Iterator<Item = &Cell> {
+pub(crate) fn ordered_cells(report: &ConformanceReport) -> impl Iterator<Item = &Cell> {
     report.backends.iter().flat_map(move |b| {
         report
             .checks
@@ -137,7 +137,7 @@ fn ordered_cells(report: &ConformanceReport) -> impl Iterator<Item = &Cell> {
 }
 
 /// One line saying how the matrix compares with the expected one.
-fn verdict_line(report: &ConformanceReport) -> String {
+pub(crate) fn verdict_line(report: &ConformanceReport) -> String {
     let gate = report.gate();
     let ran = report.cells.len();
     let mut line = if gate.is_exact() {

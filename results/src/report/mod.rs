@@ -14,13 +14,14 @@
 //!    deliveries per second, end-to-end p99 (solid) and p50 (dashed), delivery (solid) and
 //!    publish (dashed) availability, broker CPU and RSS; the drain after the measured
 //!    phase is shaded.
-//! 5. **Alert verdicts** and the **conformance matrix**, where the records have them.
+//! 5. **Alert verdicts**, where the records have them. (A conformance report has a page of
+//!    its own: [`crate::conformance::html`].)
 //! 6. **Scenario** and **host** facts, and the records' notes.
 //!
 //! The charts are drawn with plotters' SVG back-end. The page depends only on the
 //! records, so rendering the same records again gives the same bytes.
 
-mod html;
+pub(crate) mod html;
 mod plots;
 
 use std::fmt::Write as _;
@@ -32,7 +33,7 @@ use crate::compare::{Best, Comparison, run_labels};
 use crate::histogram::{HistogramError, LatencyHistogram};
 use crate::human;
 use crate::record::{IntervalFigures, RunRecord};
-use html::{escape, objects_table, verdict_class};
+use html::{escape, objects_table};
 pub use plots::PlotError;
 use plots::{Chart, Line, PERCENTILE_AXIS_END, XAxis, YAxis, quantile_at};
 
@@ -451,22 +452,11 @@ fn figure(out: &mut String, id: &str, chart: &Chart, caption: &str) -> Result<()
     Ok(())
 }
 
-/// A verdict object naming a conformance check (`check`) is a cell of the conformance
-/// matrix; anything else is an alert verdict.
-fn is_conformance_cell(v: &Value) -> bool {
-    v.get("check").and_then(Value::as_str).is_some()
-}
-
 fn section_verdicts(out: &mut String, runs: &[Run<'_>]) {
     out.push_str("<section id=\"verdicts\"><h2>Alert verdicts</h2>\n");
     let mut any = false;
     for run in runs {
-        let alerts: Vec<&Value> = run
-            .record
-            .verdicts
-            .iter()
-            .filter(|v| !is_conformance_cell(v))
-            .collect();
+        let alerts: Vec<&Value> = run.record.verdicts.iter().collect();
         if alerts.is_empty() {
             continue;
         }
@@ -478,63 +468,6 @@ fn section_verdicts(out: &mut String, runs: &[Run<'_>]) {
         out.push_str("<p class=\"note\">These records carry no alert verdicts (their <code>verdicts</code> list is empty).</p>\n");
     }
     out.push_str("</section>\n");
-
-    // The conformance matrix: checks × runs.
-    let mut checks: Vec<&str> = Vec::new();
-    for run in runs {
-        for v in run
-            .record
-            .verdicts
-            .iter()
-            .filter(|v| is_conformance_cell(v))
-        {
-            let check = v.get("check").and_then(Value::as_str).unwrap_or_default();
-            if !checks.contains(&check) {
-                checks.push(check);
-            }
-        }
-    }
-    if checks.is_empty() {
-        return;
-    }
-    out.push_str("<section id=\"conformance\"><h2>Conformance</h2>\n<div class=\"scroll\"><table class=\"data\"><thead><tr><th>check</th>");
-    for run in runs {
-        let _ = write!(out, "<th>{}</th>", swatch(run));
-    }
-    out.push_str("</tr></thead><tbody>\n");
-    for check in checks {
-        let _ = write!(out, "<tr><td>{}</td>", escape(check));
-        for run in runs {
-            let cell = run
-                .record
-                .verdicts
-                .iter()
-                .find(|v| v.get("check").and_then(Value::as_str) == Some(check));
-            let Some(cell) = cell else {
-                out.push_str("<td class=\"muted\">not run</td>");
-                continue;
-            };
-            let verdict = ["verdict", "status", "result"]
-                .iter()
-                .find_map(|k| cell.get(*k))
-                .map(html::cell_text)
-                .unwrap_or_else(|| "?".to_owned());
-            let reason = cell.get("reason").map(html::cell_text).unwrap_or_default();
-            let class = verdict_class(&verdict).unwrap_or("");
-            let _ = write!(
-                out,
-                "<td class=\"{class}\" title=\"{}\">{}",
-                escape(&reason),
-                escape(&verdict)
-            );
-            if !reason.is_empty() && reason != "-" {
-                let _ = write!(out, "<br><span class=\"rel\">{}</span>", escape(&reason));
-            }
-            out.push_str("</td>");
-        }
-        out.push_str("</tr>\n");
-    }
-    out.push_str("</tbody></table></div></section>\n");
 }
 
 fn section_scenarios(out: &mut String, runs: &[Run<'_>]) {
@@ -818,8 +751,6 @@ mod tests {
         let mut b = record("nats", 2);
         b.verdicts = vec![
             serde_json::json!({"rule": "end-to-end latency", "severity": "WARNING", "observed": "6.1ms"}),
-            serde_json::json!({"check": "fanout", "verdict": "pass"}),
-            serde_json::json!({"check": "dedup", "verdict": "unsupported", "reason": "core NATS has no dedup"}),
         ];
         let html = render_report(&[
             ReportRun {
@@ -840,7 +771,6 @@ mod tests {
             "latency",
             "timelines",
             "verdicts",
-            "conformance",
             "scenario",
             "host",
             "notes",
@@ -875,10 +805,8 @@ mod tests {
             row.find("num best").unwrap() < row.find("<span class=\"rel\">").unwrap(),
             "{row}"
         );
-        // Verdicts and conformance from `verdicts`.
+        // Verdicts from `verdicts`.
         assert!(html.contains("<td class=\"warn\">WARNING</td>"));
-        assert!(html.contains("<td>fanout</td>"));
-        assert!(html.contains("core NATS has no dedup"));
         // Scenario facts, workloads table, escaped notes.
         assert!(html.contains("<h3>workloads</h3>") && html.contains("<td>dm</td>"));
         assert!(html.contains("a &lt;note&gt; with markup"));
@@ -914,7 +842,6 @@ mod tests {
         .unwrap();
         assert!(html.contains("<strong>Broker CPU</strong>: not measured in these runs."));
         assert!(html.contains("These records carry no alert verdicts"));
-        assert!(!html.contains("id=\"conformance\""));
         assert!(matches!(render_report(&[]), Err(ReportError::Empty)));
     }
 
