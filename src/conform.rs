@@ -139,6 +139,10 @@ struct ParamArgs {
     /// Nacks before the final ack (nack-requeue).
     #[arg(long, default_value_t = Params::default().nack_attempts, value_parser = clap::value_parser!(u32).range(1..))]
     nack_attempts: u32,
+    /// Deliveries before a message must be dead-lettered (dead-letter); also the embedded
+    /// reference broker's --max-attempts. An external reference broker must run with it.
+    #[arg(long, default_value_t = Params::default().dead_letter_attempts, value_parser = clap::value_parser!(u32).range(1..))]
+    dead_letter_attempts: u32,
     /// Ids published twice each (dedup).
     #[arg(long, default_value_t = Params::default().dedup_ids, value_parser = clap::value_parser!(u32).range(1..))]
     dedup_ids: u32,
@@ -201,6 +205,7 @@ impl ParamArgs {
             redelivery_timeout: self.redelivery_timeout.into(),
             nack_within: self.nack_within.into(),
             nack_attempts: self.nack_attempts,
+            dead_letter_attempts: self.dead_letter_attempts,
             dedup_ids: self.dedup_ids,
             retention: self.retention,
             retention_excess: self.retention_excess,
@@ -287,7 +292,12 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             .filter(|c| args.checks.contains(c))
             .collect()
     };
-    let broker_flags = vec!["--cache-size".to_owned(), params.retention.to_string()];
+    let broker_flags = vec![
+        "--cache-size".to_owned(),
+        params.retention.to_string(),
+        "--max-attempts".to_owned(),
+        params.dead_letter_attempts.to_string(),
+    ];
 
     let cancel = CancellationToken::new();
     let ctrl_c = {

@@ -346,6 +346,22 @@ async fn dead_letter_catches_a_dead_letter_delivered_twice() {
 }
 
 #[tokio::test]
+async fn dead_letter_catches_a_broker_giving_up_at_another_count() {
+    // The broker dead-letters after its default 5 deliveries; the check is told 3.
+    let params = Params {
+        dead_letter_attempts: 3,
+        ..params()
+    };
+    let broker = Broker::start().await;
+    let report = run_check(Check::DeadLetter, &broker.connector(), &params).await;
+    assert_caught(
+        &report,
+        |c| c.details["attempts_before_dead_letter"],
+        "dead-lettered after 5 deliveries, where 3 are configured",
+    );
+}
+
+#[tokio::test]
 async fn dedup_catches_ids_that_do_not_reach_the_broker() {
     let plan = FaultPlan {
         publish_as: Some(Arc::new(|mut request| {

@@ -45,6 +45,10 @@ pub struct Params {
     pub nack_within: Duration,
     /// Nacks before the message is finally acked in nack-requeue.
     pub nack_attempts: u32,
+    /// Deliveries of an always-nacked message before the broker must dead-letter it, in
+    /// dead-letter: the reference broker's `--max-attempts` (the embedded one is started
+    /// with it), the RabbitMQ adapter's delivery limit (5).
+    pub dead_letter_attempts: u32,
     /// Ids published twice each in dedup.
     pub dedup_ids: u32,
     /// The retention limit, in messages, that retention-trim configures (the reference
@@ -98,6 +102,7 @@ impl Default for Params {
             redelivery_timeout: Duration::from_secs(30),
             nack_within: Duration::from_secs(2),
             nack_attempts: 3,
+            dead_letter_attempts: 5,
             dedup_ids: 50,
             retention: 100,
             retention_excess: 50,

@@ -329,8 +329,8 @@ pub(super) async fn nack_requeue(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
 }
 
 /// A topic with a dead-letter destination; its one consumer nacks every delivery. The
-/// message must land once in the dead-letter destination with its payload intact, and
-/// stop coming back to the consumer.
+/// message must land once in the dead-letter destination with its payload intact, after
+/// exactly `dead_letter_attempts` deliveries, and stop coming back to the consumer.
 pub(super) async fn dead_letter(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let p = ctx.params;
     let topic: Arc<str> = ctx.topic("poison").into();
@@ -410,6 +410,12 @@ pub(super) async fn dead_letter(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     if let Some(reason) = failure {
         finding.fail(reason);
     }
+    let configured = u64::from(p.dead_letter_attempts);
+    if dead_at.is_some() && attempts != configured {
+        finding.fail(format!(
+            "dead-lettered after {attempts} deliveries, where {configured} are configured"
+        ));
+    }
     if dead_at.is_none() {
         finding.fail(format!(
             "after {attempts} nacked deliveries the message was not in the dead-letter destination {dead_topic} within {}",
@@ -434,6 +440,6 @@ pub(super) async fn dead_letter(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         ));
     }
     Ok(finding.summary(format!(
-        "dead-lettered to {dead_topic} after {attempts} nacked deliveries, once, payload intact"
+        "dead-lettered to {dead_topic} after {attempts} nacked deliveries (as configured), once, payload intact"
     )))
 }
