@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{brokerbench, command, text};
+use common::{ReferenceBroker, brokerbench, command, text};
 
 /// Quick parameters for the reference broker (the checks are the same, smaller).
 const QUICK: &[&str] = &[
@@ -96,19 +96,11 @@ fn the_reference_broker_passes_every_check() {
 #[test]
 fn a_broker_that_keeps_less_than_promised_fails_with_exit_1() {
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = command(dir.path())
-        .args(["broker", "--port", "0", "--cache-size", "10"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = listening_address(&mut broker);
-    let url = format!("tcp://{addr}");
+    let broker = ReferenceBroker::start(&["--cache-size", "10"]);
     let run = brokerbench(
         &args(&[
             "--url",
-            &url,
+            &broker.url,
             "--check",
             "retention-trim,late-replay,fanout",
             "--junit",
@@ -116,7 +108,7 @@ fn a_broker_that_keeps_less_than_promised_fails_with_exit_1() {
         ]),
         dir.path(),
     );
-    let _ = broker.kill();
+    drop(broker);
     let stdout = text(&run.stdout);
     assert_eq!(
         run.status.code(),
@@ -134,24 +126,6 @@ fn a_broker_that_keeps_less_than_promised_fails_with_exit_1() {
     let junit = std::fs::read_to_string(dir.path().join("m.xml")).unwrap();
     assert!(junit.contains("failures=\"2\""), "{junit}");
     assert!(junit.contains("lost=90"), "{junit}");
-}
-
-/// Reads the broker child's stderr until it says where it listens.
-fn listening_address(child: &mut std::process::Child) -> String {
-    use std::io::BufRead;
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("the broker printed its address")
-            .unwrap();
-        if let Some(addr) = line.split("listening on ").nth(1) {
-            let addr = addr.trim().to_owned();
-            std::thread::spawn(move || for _ in lines {});
-            return addr;
-        }
-    }
 }
 
 #[test]

@@ -7,15 +7,15 @@
 //! it fails the test instead.
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{brokerbench, text, tool_required};
+use common::{ReferenceBroker, brokerbench, text, tool_required};
 
 /// Asserts success and returns stdout.
 fn ok(out: &Output, what: &str) -> String {
@@ -312,51 +312,13 @@ fn compare_prints_a_side_by_side_table_and_refuses_other_scenarios() {
     assert!(table.contains("typing-indicators"));
 }
 
-/// A broker started with `brokerbench broker --port 0`, killed on drop.
-struct SharedBroker {
-    child: Child,
-    url: String,
-}
-
-impl SharedBroker {
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_brokerbench"))
-            .args(["broker", "--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("broker starts");
-        let stderr = child.stderr.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stderr).read_line(&mut line).unwrap();
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .trim()
-            .to_owned();
-        Self {
-            child,
-            url: format!("tcp://{addr}"),
-        }
-    }
-}
-
-impl Drop for SharedBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Two load generators run the same scenario at the same time against one broker; their
 /// records merge into one whose counts are the sums and whose histograms hold every
 /// sample.
 #[test]
 fn merge_combines_concurrent_load_generators() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = SharedBroker::start();
+    let broker = ReferenceBroker::start(&[]);
     let generators: Vec<_> = ["g1.json", "g2.json"]
         .iter()
         .map(|out| {

@@ -15,6 +15,8 @@
 //! 32 bits) and the padding (all `.`) let a consumer tell a corrupted or truncated payload
 //! from a good one.
 
+use crate::hex::{get_hex, put_hex};
+
 /// Header bytes; also the smallest payload an envelope fits in.
 pub const HEADER_LEN: usize = 64;
 const MAGIC: &[u8; 2] = b"B1";
@@ -116,35 +118,6 @@ impl Envelope {
             sent_ns,
         })
     }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn put_hex(out: &mut Vec<u8>, value: u64, width: usize) {
-    let mut digits = [0u8; 16];
-    for (i, d) in digits[..width].iter_mut().enumerate() {
-        *d = HEX[((value >> (4 * (width - 1 - i))) & 0xf) as usize];
-    }
-    out.extend_from_slice(&digits[..width]);
-}
-
-/// Lowercase hex digits; anything else is `None`.
-fn get_hex(digits: &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    let mut bad = 0u8;
-    for &d in digits {
-        // '0'..='9' → 0..=9, 'a'..='f' → 10..=15; anything else sets `bad`.
-        let digit = d.wrapping_sub(b'0');
-        let letter = d.wrapping_sub(b'a');
-        let (v, ok) = if digit < 10 {
-            (digit, true)
-        } else {
-            (letter.wrapping_add(10), letter < 6)
-        };
-        bad |= u8::from(!ok);
-        value = (value << 4) | u64::from(v & 0xf);
-    }
-    (bad == 0).then_some(value)
 }
 
 /// A 32-bit checksum of the 56 header bytes, a word at a time.

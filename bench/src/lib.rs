@@ -2,6 +2,7 @@
 //!
 //! - [`plan`]: the concrete description of a run (topics, producers, subscribers).
 //! - [`schedule`]: open-loop due times: message `i` is due at a time fixed in advance.
+//! - [`hex`]: the fixed-width hex the envelopes are written in.
 //! - [`pacer`]: precise wake-ups for those due times (tokio's timer is 1 ms coarse).
 //! - [`envelope`]: what every payload carries (producer, sequence, intended and actual
 //!   send time), padded to size.
@@ -10,6 +11,7 @@
 
 pub mod engine;
 pub mod envelope;
+pub mod hex;
 pub mod pacer;
 pub mod plan;
 pub mod resources;

@@ -46,3 +46,49 @@ pub fn tool_required(tool: &str) -> bool {
 pub fn backend_required(backend: &str) -> bool {
     listed("BROKERBENCH_REQUIRE_BACKENDS", backend)
 }
+
+/// A reference broker started with `brokerbench broker --port 0 FLAGS...`, killed on drop.
+pub struct ReferenceBroker {
+    child: std::process::Child,
+    /// `tcp://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl ReferenceBroker {
+    /// Starts it with the extra `flags` and waits until it says where it listens.
+    pub fn start(flags: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        use std::process::Stdio;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_brokerbench"))
+            .args(["broker", "--port", "0"])
+            .args(flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("broker starts");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the broker printed its address")
+                .unwrap();
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                break addr.trim().to_owned();
+            }
+        };
+        // Keep reading its stderr so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            child,
+            url: format!("tcp://{addr}"),
+        }
+    }
+}
+
+impl Drop for ReferenceBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -510,16 +510,18 @@ impl Control {
     /// Sends `pipe` and waits for every answer, within the request timeout; resent once
     /// on a new connection like [`raw`](Self::raw).
     pub(super) async fn raw_pipe(&self, pipe: &Pipeline) -> Result<Vec<Value>, Failure> {
-        let mut resent = false;
-        loop {
-            let (mut con, generation) = self.connection().await?;
-            let result = request_pipe(&mut con, pipe, self.timeout()).await;
-            self.note(generation, &result);
-            match result {
-                Err(Failure::Lost(_)) if !resent => resent = true,
-                other => return other,
-            }
+        match self.raw_pipe_once(pipe).await {
+            Err(Failure::Lost(_)) => self.raw_pipe_once(pipe).await,
+            other => other,
         }
+    }
+
+    /// [`raw_once`](Self::raw_once) for a pipeline.
+    async fn raw_pipe_once(&self, pipe: &Pipeline) -> Result<Vec<Value>, Failure> {
+        let (mut con, generation) = self.connection().await?;
+        let result = request_pipe(&mut con, pipe, self.timeout()).await;
+        self.note(generation, &result);
+        result
     }
 
     /// [`raw`](Self::raw), with failures turned into errors that start with `what`.

@@ -26,11 +26,9 @@ pub(crate) enum Fate {
     Unknown,
 }
 
-/// One published message.
+/// One published message. (Its key travels in its envelope.)
 #[derive(Debug, Clone)]
 pub(crate) struct Sent {
-    /// The index of its key in the check's key set.
-    pub key: Option<u16>,
     /// When it was handed to the client.
     pub sent_at: Instant,
     /// How it ended.
@@ -80,11 +78,10 @@ impl Ledger {
     }
 
     /// Records that `id` was handed to the client now.
-    pub fn sent(&mut self, id: MessageId, key: Option<u16>) {
+    pub fn sent(&mut self, id: MessageId) {
         self.sent.insert(
             id,
             Sent {
-                key,
                 sent_at: Instant::now(),
                 fate: Fate::InFlight,
             },
@@ -165,22 +162,8 @@ impl Ledger {
         batch: Vec<(MessageId, PublishRequest)>,
         window: usize,
     ) {
-        // Outcomes are taken unconstrained by tokio's cooperative budget: a confirmation
-        // that is ready must be seen now, or the confirm order would be the scheduler's.
-        let mut in_flight = FuturesUnordered::new();
-        for (id, request) in batch {
-            if in_flight.len() >= window.max(1) {
-                if let Some((done, outcome)) = tokio::task::unconstrained(in_flight.next()).await {
-                    self.outcome(done, &outcome);
-                }
-            }
-            self.sent(id, key_index(&request));
-            let publish = producer.publish(request);
-            in_flight.push(async move { (id, publish.await) });
-        }
-        while let Some((done, outcome)) = tokio::task::unconstrained(in_flight.next()).await {
-            self.outcome(done, &outcome);
-        }
+        self.publish_as(producer, batch, Pace::Window(window.max(1)))
+            .await;
     }
 
     /// Publishes `batch` open loop: message `i` is handed to the client at `start + i /
@@ -192,36 +175,62 @@ impl Ledger {
         batch: Vec<(MessageId, PublishRequest)>,
         rate: f64,
     ) {
-        let start = tokio::time::Instant::now();
         let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+        self.publish_as(producer, batch, Pace::Every(interval))
+            .await;
+    }
+
+    /// Publishes `batch` in order at `pace`, recording every fate. Outcomes are taken
+    /// unconstrained by tokio's cooperative budget: a confirmation that is ready must be
+    /// seen now, or the confirm order would be the scheduler's.
+    async fn publish_as(
+        &mut self,
+        producer: &Producer,
+        batch: Vec<(MessageId, PublishRequest)>,
+        pace: Pace,
+    ) {
+        let start = tokio::time::Instant::now();
         let mut in_flight = FuturesUnordered::new();
         for (i, (id, request)) in batch.into_iter().enumerate() {
-            let due = start + interval.mul_f64(i as f64);
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep_until(due) => break,
-                    Some((done, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                        self.outcome(done, &outcome);
+            match pace {
+                Pace::Window(window) => {
+                    while in_flight.len() >= window {
+                        if let Some((done, outcome)) =
+                            tokio::task::unconstrained(in_flight.next()).await
+                        {
+                            self.outcome(done, &outcome);
+                        }
+                    }
+                }
+                Pace::Every(interval) => {
+                    let due = start + interval.mul_f64(i as f64);
+                    loop {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(due) => break,
+                            Some((done, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                                self.outcome(done, &outcome);
+                            }
+                        }
                     }
                 }
             }
-            self.sent(id, key_index(&request));
+            self.sent(id);
             let publish = producer.publish(request);
             in_flight.push(async move { (id, publish.await) });
         }
-        while let Some((done, outcome)) = in_flight.next().await {
+        while let Some((done, outcome)) = tokio::task::unconstrained(in_flight.next()).await {
             self.outcome(done, &outcome);
         }
     }
 }
 
-/// The key index a request's key stands for: checks name keys `k<index>`.
-fn key_index(request: &PublishRequest) -> Option<u16> {
-    request
-        .key
-        .as_deref()
-        .and_then(|k| k.strip_prefix('k'))
-        .and_then(|n| n.parse().ok())
+/// How fast [`Ledger::publish_as`] publishes.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// As fast as the broker confirms, this many in flight at most.
+    Window(usize),
+    /// One message every interval (open loop), any number in flight.
+    Every(Duration),
 }
 
 /// The key text of key index `index`, as checks publish it.
@@ -242,7 +251,7 @@ mod tests {
         let (c, _) = ledger.message(1, None, 100);
         assert_eq!((a.seq, b.seq, c.seq, c.producer), (0, 1, 0, 1));
         for id in [a, b, c] {
-            ledger.sent(id, None);
+            ledger.sent(id);
         }
         ledger.outcome(b, &PublishOutcome::Ok);
         ledger.outcome(a, &PublishOutcome::Duplicate);
@@ -263,9 +272,5 @@ mod tests {
         );
         assert_eq!((ledger.published(), ledger.confirmed()), (3, 2));
         assert_eq!(ledger.failures(), vec![("too large".to_owned(), 1)]);
-        assert_eq!(
-            key_index(&PublishRequest::new("t", "x").key(key_name(5))),
-            Some(5)
-        );
     }
 }

@@ -16,6 +16,8 @@
 
 use std::fmt;
 
+use brokerbench_bench::hex::{get_hex, put_hex};
+
 /// Header bytes: the smallest payload a [`Message`] can be encoded in.
 pub const HEADER_LEN: usize = 50;
 const MAGIC: &[u8; 2] = b"C1";
@@ -165,26 +167,6 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     hash
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn put_hex(out: &mut Vec<u8>, value: u64, width: usize) {
-    for i in (0..width).rev() {
-        out.push(HEX[((value >> (4 * i)) & 0xf) as usize]);
-    }
-}
-
-/// Lowercase hex digits; anything else is `None`.
-fn get_hex(digits: &[u8]) -> Option<u64> {
-    digits.iter().try_fold(0u64, |value, &d| {
-        let v = match d {
-            b'0'..=b'9' => d - b'0',
-            b'a'..=b'f' => d - b'a' + 10,
-            _ => return None,
-        };
-        Some((value << 4) | u64::from(v))
-    })
 }
 
 #[cfg(test)]

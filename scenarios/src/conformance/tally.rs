@@ -32,10 +32,29 @@ pub(crate) struct Tally {
     pub firsts: Vec<MessageId>,
 }
 
+impl Tally {
+    /// Whether a due message was lost, or something came twice or came that was not due.
+    pub fn lost_or_extra(&self) -> bool {
+        let c = &self.counts;
+        c.lost + c.duplicated + c.phantom > 0
+    }
+
+    /// The anomalies, then the first missing ids when some are missing: `lost 2,
+    /// phantom 1 (missing p0#3, p0#9)`.
+    pub fn describe(&self) -> String {
+        let mut text = self.counts.anomaly_summary();
+        if !self.missing.is_empty() {
+            text.push_str(&format!(" (missing {})", sample(&self.missing)));
+        }
+        text
+    }
+}
+
 /// Classifies `received` against `ledger`: a delivery is **phantom** when it is not a good
 /// message of this run, was never published, was refused by the broker, or was not due to
 /// this subscriber (`due` says which are); **duplicated** when its id came before;
-/// **reordered** when a first delivery comes after one that `order` puts later;
+/// **reordered** when a first delivery comes after one that `order` puts later (for
+/// [`Order::PerKey`], by the key its envelope carries);
 /// **recovered** when its publish had an unknown outcome. **Lost** are the confirmed,
 /// due messages that never came.
 pub(crate) fn tally<'a>(
@@ -77,7 +96,11 @@ pub(crate) fn tally<'a>(
                 Fate::Confirmed { rank, .. } => Some((0, rank)),
                 _ => None,
             },
-            Order::PerKey => Some((sent.key.map_or(u32::MAX, u32::from), u64::from(id.seq))),
+            // The key as its envelope carries it (checked by the hash).
+            Order::PerKey => {
+                let key = r.message.as_ref().ok().and_then(|m| m.key);
+                Some((key.map_or(u32::MAX, u32::from), u64::from(id.seq)))
+            }
         };
         if let Some((group, ordinal)) = position {
             let top = highest.entry(group).or_insert(ordinal);
@@ -138,7 +161,7 @@ mod tests {
         let mut ledger = Ledger::new(1);
         let ids: Vec<MessageId> = (0..6).map(|_| ledger.message(0, None, 60).0).collect();
         for id in &ids {
-            ledger.sent(*id, None);
+            ledger.sent(*id);
         }
         // Confirmed in the order 0, 2, 1, 3; 4 unknown; 5 refused.
         for i in [0, 2, 1, 3] {

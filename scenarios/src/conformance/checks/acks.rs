@@ -179,6 +179,11 @@ async fn one_job(
     Ok((sub, id, out.ledger))
 }
 
+/// Whether `delivery` is, intact, message `id` of run `run`.
+fn is_message(delivery: &Delivery, run: u32, id: MessageId) -> bool {
+    Message::decode(&delivery.payload).is_ok_and(|m| m.run == run && m.id == id)
+}
+
 /// The next delivery of `sub` within `patience`: `Ok(None)` when nothing came,
 /// `Err(reason)` when the stream failed or ended.
 async fn next_within(
@@ -236,11 +241,7 @@ pub(super) async fn nack_requeue(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
                 break;
             }
         };
-        if Message::decode(&delivery.payload)
-            .ok()
-            .map(|m| (m.run, m.id))
-            != Some((ctx.run, id))
-        {
+        if !is_message(&delivery, ctx.run, id) {
             foreign += 1;
             continue;
         }
@@ -268,7 +269,7 @@ pub(super) async fn nack_requeue(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         )
         .await
         {
-            if Message::decode(&d.payload).is_ok_and(|m| m.run == ctx.run && m.id == id) {
+            if is_message(&d, ctx.run, id) {
                 after_ack += 1;
             } else {
                 foreign += 1;
@@ -364,7 +365,7 @@ pub(super) async fn dead_letter(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         }
         match next_within(&mut sub, Duration::from_millis(50)).await {
             Ok(Some(d)) => {
-                if Message::decode(&d.payload).is_ok_and(|m| m.run == ctx.run && m.id == id) {
+                if is_message(&d, ctx.run, id) {
                     attempts += 1;
                     sub.nack(&d).await.during("nacking")?;
                 } else {
@@ -388,7 +389,7 @@ pub(super) async fn dead_letter(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         )
         .await
         {
-            if Message::decode(&d.payload).is_ok_and(|m| m.run == ctx.run && m.id == id) {
+            if is_message(&d, ctx.run, id) {
                 after += 1;
                 let _ = sub.nack(&d).await;
             } else {

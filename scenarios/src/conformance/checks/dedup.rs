@@ -34,7 +34,7 @@ pub(super) async fn dedup(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     for i in 0..p.dedup_ids {
         let (id, payload) = ledger.message(0, None, p.size);
         let dedup_id = format!("{:08x}-{i}", ctx.run);
-        ledger.sent(id, None);
+        ledger.sent(id);
         for copy in 0..2 {
             let request = PublishRequest::new(topic.clone(), payload.clone()).id(dedup_id.clone());
             let publish = producer.publish(request);

@@ -36,23 +36,14 @@ pub(super) async fn fanout(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let mut failures = Vec::new();
     for (i, log) in logs.iter().enumerate() {
         let t = tally(&ledger, &log.received, |_| true, Order::Ignore);
-        let c = &t.counts;
-        if c.lost > 0 || c.phantom > 0 || c.duplicated > 0 {
-            let mut what = format!(
-                "subscriber {} of {}: {}",
-                i + 1,
-                logs.len(),
-                c.anomaly_summary()
-            );
-            if !t.missing.is_empty() {
-                what.push_str(&format!(" (missing {})", sample(&t.missing)));
-            }
+        if t.lost_or_extra() {
+            let mut what = format!("subscriber {} of {}: {}", i + 1, logs.len(), t.describe());
             if let Some((err, _)) = &log.error {
                 what.push_str(&format!("; its subscription ended: {err}"));
             }
             failures.push(what);
         }
-        total.add(c);
+        total.add(&t.counts);
     }
     volume(&mut total, &ledger);
     total.detail("subscribers", logs.len() as u64);

@@ -7,7 +7,7 @@ use brokerbench_adapters::{DeliveryMode, SubscriptionSpec, TopicSpec};
 
 use super::{Outbox, all_have, confirmed_text, readers, settle, together_have, volume};
 use crate::conformance::reader::{Acking, Received, finish_all};
-use crate::conformance::tally::{Order, sample, tally};
+use crate::conformance::tally::{Order, tally};
 use crate::conformance::{Ctx, Finding, Stop};
 
 /// K consumers in one group, messages spread over several keys by one producer: per key,
@@ -55,7 +55,7 @@ pub(super) async fn key_order(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         }
     }
     let split = owners.values().filter(|o| o.len() > 1).count();
-    let mut counts = union.counts;
+    let mut counts = union.counts.clone();
     volume(&mut counts, &ledger);
     counts.detail("keys", u64::from(keys));
     counts.detail("keys_split_between_consumers", split as u64);
@@ -68,13 +68,8 @@ pub(super) async fn key_order(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         );
         finding.fail(what);
     }
-    if c.lost > 0 || c.duplicated > 0 || c.phantom > 0 {
-        let what = format!(
-            "{} (missing {})",
-            c.anomaly_summary(),
-            sample(&union.missing)
-        );
-        finding.fail(what);
+    if union.lost_or_extra() {
+        finding.fail(union.describe());
     }
     Ok(finding.summary(format!(
         "{keys} keys over {} consumers, {}: every key in publish order ({split} keys moved between consumers)",
@@ -114,7 +109,7 @@ pub(super) async fn total_order(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     let log = &logs[0];
     let t = tally(&ledger, &log.received, |_| true, Order::Publish);
     let observed = tally(&ledger, &log.received, |_| true, Order::Confirm);
-    let mut counts = t.counts;
+    let mut counts = t.counts.clone();
     volume(&mut counts, &ledger);
     counts.detail(
         "reordered_against_observed_confirms",
@@ -129,9 +124,8 @@ pub(super) async fn total_order(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         );
         finding.fail(what);
     }
-    if c.lost > 0 || c.duplicated > 0 || c.phantom > 0 {
-        let what = format!("{} (missing {})", c.anomaly_summary(), sample(&t.missing));
-        finding.fail(what);
+    if t.lost_or_extra() {
+        finding.fail(t.describe());
     }
     if let Some((err, _)) = &log.error {
         finding.fail(format!("the subscription ended with an error: {err}"));

@@ -110,9 +110,9 @@ pub(super) async fn late_replay(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     // Then a live message: every one of them must get it after its replay.
     out.send(&topic, 1, (p.size, DeliveryMode::All, 1)).await;
     let ledger = out.ledger;
+    let everything = ledger.confirmed() as usize;
     wait_until(ctx.deadline(), || {
-        from_start.distinct() >= ledger.confirmed() as usize
-            && after.iter().all(|(_, want, r)| r.distinct() > *want)
+        from_start.distinct() >= everything && after.iter().all(|(_, want, r)| r.distinct() > *want)
     })
     .await;
     settle(ctx).await;
@@ -141,13 +141,8 @@ pub(super) async fn late_replay(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     counts.detail("late_subscribers", tallies.len() as u64);
     let mut finding = Finding::new(counts);
     for (who, t) in &tallies {
-        let c = &t.counts;
-        if c.lost + c.reordered + c.duplicated + c.phantom > 0 {
-            let mut what = format!("{who}: {}", c.anomaly_summary());
-            if !t.missing.is_empty() {
-                what.push_str(&format!(" (missing {})", sample(&t.missing)));
-            }
-            finding.fail(what);
+        if t.lost_or_extra() || t.counts.reordered > 0 {
+            finding.fail(format!("{who}: {}", t.describe()));
         }
     }
     let starts: Vec<String> = pivot_sequences.iter().map(i64::to_string).collect();
@@ -364,12 +359,11 @@ pub(super) async fn unsubscribe(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
     }
     for (i, log) in stayers.iter().enumerate() {
         let t = tally(&ledger, &log.received, fan_out_due, Order::Ignore);
-        if t.counts.lost + t.counts.duplicated + t.counts.phantom > 0 {
+        if t.lost_or_extra() {
             finding_failures.push(format!(
-                "subscriber {} that stayed: {} (missing {})",
+                "subscriber {} that stayed: {}",
                 i + 2,
-                t.counts.anomaly_summary(),
-                sample(&t.missing)
+                t.describe()
             ));
         }
         counts.add(&t.counts);
@@ -395,11 +389,10 @@ pub(super) async fn unsubscribe(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
             |id| group_ids.contains(id),
             Order::Ignore,
         );
-        if t.counts.lost + t.counts.duplicated + t.counts.phantom > 0 {
+        if t.lost_or_extra() {
             finding_failures.push(format!(
-                "the group member that stayed: {} of the group's messages (missing {})",
-                t.counts.anomaly_summary(),
-                sample(&t.missing)
+                "the group member that stayed, of the group's messages: {}",
+                t.describe()
             ));
         }
         counts.add(&t.counts);

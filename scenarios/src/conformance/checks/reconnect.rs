@@ -228,7 +228,7 @@ pub(super) async fn reconnect(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         tokio::select! {
             () = tokio::time::sleep_until(due), if publish_next => {
                 let (id, request) = &messages[next];
-                ledger.sent(*id, None);
+                ledger.sent(*id);
                 in_flight.push(publisher.publish(next, request.clone()));
                 next += 1;
             }

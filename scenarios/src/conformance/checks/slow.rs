@@ -4,22 +4,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brokerbench_adapters::{DeliveryMode, ErrorKind, SubscriptionSpec, TopicSpec};
-use brokerbench_results::Counts;
+use brokerbench_results::{Counts, LatencyHistogram};
 
 use super::{Outbox, confirmed_text, settle, volume};
 use crate::conformance::reader::{Acking, Pace, Reader, finish_all, wait_until};
 use crate::conformance::tally::{Order, sample, tally};
 use crate::conformance::{Ctx, During, Finding, Stop};
-
-/// The `q` quantile (0..=1) of `values`, nearest rank.
-fn quantile(values: &mut [Duration], q: f64) -> Option<Duration> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_unstable();
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-    Some(values[rank - 1])
-}
 
 /// Subscribers share a topic; one of them reads at `slow_read_rate` while messages go out
 /// open loop at `slow_rate`, then drains at full speed once publishing is over. Whatever
@@ -71,25 +61,28 @@ pub(super) async fn slow_consumer(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
 
     let mut counts = Counts::default();
     let mut failures = Vec::new();
-    let mut latencies = Vec::new();
+    // The project's latency histogram (HdrHistogram, ns), as every run measures.
+    let mut latencies = LatencyHistogram::new();
     for (i, log) in fast_logs.iter().enumerate() {
         let t = tally(&ledger, &log.received, |_| true, Order::Ignore);
-        if t.counts.lost + t.counts.duplicated + t.counts.phantom > 0 {
+        if t.lost_or_extra() {
             failures.push(format!(
-                "subscriber {} (keeping up): {} (missing {})",
+                "subscriber {} (keeping up): {}",
                 i + 2,
-                t.counts.anomaly_summary(),
-                sample(&t.missing)
+                t.describe()
             ));
         }
         counts.add(&t.counts);
         for r in &log.received {
             if let Some(sent) = r.id(ctx.run).and_then(|id| ledger.get(&id)) {
-                latencies.push(r.at.saturating_duration_since(sent.sent_at));
+                let latency = r.at.saturating_duration_since(sent.sent_at);
+                latencies.record(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
             }
         }
     }
-    let p99 = quantile(&mut latencies, 0.99);
+    let p99 = latencies
+        .value_at_quantile_ns(0.99)
+        .map(Duration::from_nanos);
     if let Some(p99) = p99 {
         if p99 > p.slow_max_latency {
             failures.push(format!(
@@ -145,17 +138,4 @@ pub(super) async fn slow_consumer(ctx: &Ctx<'_>) -> Result<Finding, Stop> {
         fast_logs.len() + 1,
         p99.map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank_quantiles() {
-        let mut v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(quantile(&mut v, 0.99), Some(Duration::from_millis(99)));
-        assert_eq!(quantile(&mut v, 1.0), Some(Duration::from_millis(100)));
-        assert_eq!(quantile(&mut [], 0.5), None);
-    }
 }
