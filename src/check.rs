@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use brokerbench_alerts::{
@@ -53,20 +54,28 @@ pub enum NotifyShape {
 #[derive(Debug, clap::Args)]
 pub struct NotifyArgs {
     /// Post the firing alerts (warning and critical) to this Alertmanager base URL
-    /// (http:// only), or to this webhook with --notify-format webhook. A bearer token
-    /// is read from BROKERBENCH_NOTIFY_BEARER_TOKEN. A failed notification is printed
-    /// and does not change the exit code.
+    /// (http:// or https://), or to this webhook with --notify-format webhook. A bearer
+    /// token is read from BROKERBENCH_NOTIFY_BEARER_TOKEN. A failed notification is
+    /// printed and does not change the exit code.
     #[arg(long, value_name = "URL")]
     notify: Option<String>,
     /// The payload shape of --notify.
     #[arg(long, value_enum, default_value_t = NotifyShape::Alertmanager, requires = "notify")]
     notify_format: NotifyShape,
+    /// Also trust the CA certificates in this PEM file for an https:// --notify URL
+    /// (a receiver with a self-signed or private-CA certificate); the system's roots are
+    /// always trusted.
+    #[arg(long, value_name = "FILE", requires = "notify")]
+    notify_ca: Option<PathBuf>,
+    /// The bound on the whole notification exchange (connect, TLS, request, answer).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration, requires = "notify")]
+    notify_timeout: Duration,
 }
 
 /// Posts the firing verdicts if `--notify` was given and prints what happened on stderr.
-/// Blocking (bounded by the notifier's timeouts); a failure is printed, never returned,
-/// so the exit code stays the evaluation's.
-pub fn notify(record: &RunRecord, verdicts: &[Verdict], args: &NotifyArgs) {
+/// Bounded by `--notify-timeout`; a failure is printed, never returned, so the exit code
+/// stays the evaluation's.
+pub async fn notify(record: &RunRecord, verdicts: &[Verdict], args: &NotifyArgs) {
     let Some(url) = &args.notify else {
         return;
     };
@@ -75,13 +84,16 @@ pub fn notify(record: &RunRecord, verdicts: &[Verdict], args: &NotifyArgs) {
         NotifyShape::Webhook => NotifyFormat::Webhook,
     };
     let notifier = match Notifier::new(url, format) {
-        Ok(n) => n.bearer_token(std::env::var(NOTIFY_TOKEN_ENV).ok()),
+        Ok(n) => n
+            .bearer_token(std::env::var(NOTIFY_TOKEN_ENV).ok())
+            .ca_file(args.notify_ca.clone())
+            .timeout(args.notify_timeout),
         Err(err) => {
             eprintln!("notify: error: {err}");
             return;
         }
     };
-    match notifier.send(record, verdicts) {
+    match notifier.send(record, verdicts).await {
         Ok(None) => eprintln!("notify: no alert fires; nothing sent to {}", notifier.url()),
         Ok(Some(sent)) => eprintln!(
             "notify: posted {} firing alert{} to {} (HTTP {})",
@@ -91,6 +103,20 @@ pub fn notify(record: &RunRecord, verdicts: &[Verdict], args: &NotifyArgs) {
             sent.status
         ),
         Err(err) => eprintln!("notify: error: {err} (the exit code is unchanged)"),
+    }
+}
+
+/// [`notify`] from a command that has no async runtime of its own.
+fn notify_blocking(record: &RunRecord, verdicts: &[Verdict], args: &NotifyArgs) {
+    if args.notify.is_none() {
+        return;
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(notify(record, verdicts, args)),
+        Err(err) => eprintln!("notify: error: cannot start the HTTP client's runtime: {err}"),
     }
 }
 
@@ -151,7 +177,7 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
         );
         print!("{}", render_verdicts(&verdicts));
     }
-    notify(&record, &verdicts, &args.notify);
+    notify_blocking(&record, &verdicts, &args.notify);
     finish(&record, &verdicts, args.fail_on, args.junit.as_deref())
 }
 

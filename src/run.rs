@@ -184,7 +184,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", brokerbench_alerts::render_verdicts(&verdicts));
     }
     // The HTTP post blocks (bounded by its timeouts): keep it off the runtime's workers.
-    tokio::task::block_in_place(|| crate::check::notify(&record, &verdicts, &args.notify));
+    crate::check::notify(&record, &verdicts, &args.notify).await;
     let gate = crate::check::finish(&record, &verdicts, args.fail_on, args.junit.as_deref())?;
     if let Some(reason) = partial {
         eprintln!("the run is incomplete: {reason}");

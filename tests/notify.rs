@@ -2,11 +2,11 @@
 //! local HTTP receiver (webhook shape, bearer token, error answers) and to a real
 //! Alertmanager (Debian's `prometheus-alertmanager`).
 
-use std::io::{Read, Write as _};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -46,50 +46,93 @@ struct Request {
     body: serde_json::Value,
 }
 
+/// How the test receiver answers each request.
+#[derive(Clone)]
+enum Answer {
+    /// This status with a short text body.
+    Status(u16),
+    /// 307 to this location.
+    Redirect(String),
+}
+
 /// Accepts `count` requests on a free port, answers each with `status`, and sends what
 /// it read on the channel.
 fn receiver(status: u16, count: usize) -> (u16, mpsc::Receiver<Request>) {
+    serve(Answer::Status(status), count, None)
+}
+
+/// Accepts `count` requests on a free port, over TLS when `tls` is given, answers each
+/// as `answer` says and sends what it read on the channel.
+fn serve(
+    answer: Answer,
+    count: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (u16, mpsc::Receiver<Request>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for _ in 0..count {
-            let Ok((mut stream, _)) = listener.accept() else {
+            let Ok((stream, _)) = listener.accept() else {
                 return;
             };
             stream
                 .set_read_timeout(Some(Duration::from_secs(10)))
                 .expect("timeout");
-            let mut data = Vec::new();
-            let mut buf = [0u8; 4096];
-            let (head, body) = loop {
-                let n = stream.read(&mut buf).expect("read request");
-                assert!(n > 0, "connection closed before the request was complete");
-                data.extend_from_slice(&buf[..n]);
-                let s = String::from_utf8_lossy(&data).into_owned();
-                if let Some((head, body)) = s.split_once("\r\n\r\n") {
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().expect("length"))
-                        })
-                        .expect("content-length header");
-                    if body.len() >= len {
-                        break (head.to_owned(), body.to_owned());
-                    }
+            let request = match &tls {
+                Some(config) => {
+                    let connection =
+                        rustls::ServerConnection::new(Arc::clone(config)).expect("tls session");
+                    exchange(rustls::StreamOwned::new(connection, stream), &answer)
                 }
+                None => exchange(stream, &answer),
             };
-            let answer = format!(
-                "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\nreceived ok"
-            );
-            let _ = stream.write_all(answer.as_bytes());
-            let body = serde_json::from_str(&body).expect("the body is JSON");
-            let _ = tx.send(Request { head, body });
+            // A client that gave up (e.g. refused our certificate) sends nothing.
+            if let Some(request) = request {
+                let _ = tx.send(request);
+            }
         }
     });
     (port, rx)
+}
+
+/// Reads one request from `stream` and answers it; `None` when the client went away.
+fn exchange(mut stream: impl Read + Write, answer: &Answer) -> Option<Request> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head, body) = loop {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+        let s = String::from_utf8_lossy(&data).into_owned();
+        if let Some((head, body)) = s.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().expect("length"))
+                })
+                .expect("content-length header");
+            if body.len() >= len {
+                break (head.to_owned(), body.to_owned());
+            }
+        }
+    };
+    let response = match answer {
+        Answer::Status(status) => format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\nreceived ok"
+        ),
+        Answer::Redirect(location) => format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    };
+    let _ = stream.write_all(response.as_bytes());
+    let _ = stream.flush();
+    let body = serde_json::from_str(&body).expect("the body is JSON");
+    Some(Request { head, body })
 }
 
 #[test]
@@ -132,7 +175,7 @@ fn run_and_check_post_webhook_payloads_with_the_bearer_token() {
         request
             .head
             .lines()
-            .any(|l| l == format!("Authorization: Bearer {TOKEN}")),
+            .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {TOKEN}"))),
         "{}",
         request.head
     );
@@ -230,18 +273,18 @@ fn notification_failures_are_printed_and_keep_the_exit_code() {
     assert_eq!(check.status.code(), Some(0), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "notify: error: cannot notify {url}/api/v2/alerts: cannot connect to 127.0.0.1:{closed}"
-        )),
+            "notify: error: cannot notify {url}/api/v2/alerts: "
+        )) && stderr.contains("Connection refused"),
         "{stderr}"
     );
 
-    // https and credentials in the URL are refused with the reason.
+    // Another scheme and credentials in the URL are refused with the reason.
     let check = brokerbench(
-        &["check", "run.json", "--notify", "https://am.example:9093"],
+        &["check", "run.json", "--notify", "ftp://127.0.0.1:9093"],
         dir.path(),
     );
     assert!(
-        text(&check.stderr).contains("https is not supported"),
+        text(&check.stderr).contains("scheme ftp:// is not supported"),
         "{}",
         text(&check.stderr)
     );
@@ -391,4 +434,173 @@ fn a_firing_alert_reaches_a_real_alertmanager() {
         )
         .as_bytes(),
     );
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost: its PEM (what a user passes
+/// with --notify-ca) and the server's TLS configuration.
+fn self_signed() -> (String, Arc<rustls::ServerConfig>) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .expect("server config");
+    (certified.cert.pem(), Arc::new(config))
+}
+
+#[test]
+fn https_receivers_with_a_self_signed_certificate_redirects_and_timeouts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = scenario(dir.path());
+    let run = brokerbench(&["run", &file, "--out", "run.json"], dir.path());
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    let (pem, tls) = self_signed();
+    let ca = dir.path().join("receiver-ca.pem");
+    std::fs::write(&ca, pem).expect("write the CA file");
+    let ca = ca.to_str().expect("utf-8 path");
+
+    // Trusted through --notify-ca: the alert arrives over TLS with the token.
+    let (port, requests) = serve(Answer::Status(200), 2, Some(Arc::clone(&tls)));
+    let url = format!("https://127.0.0.1:{port}/hook");
+    let check = brokerbench(
+        &[
+            "check",
+            "run.json",
+            "--notify",
+            &url,
+            "--notify-format",
+            "webhook",
+            "--notify-ca",
+            ca,
+        ],
+        dir.path(),
+    );
+    let stderr = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "notify: posted 1 firing alert to {url} (HTTP 200)"
+        )),
+        "{stderr}"
+    );
+    let request = requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the alert arrived over TLS");
+    assert!(
+        request.head.starts_with("POST /hook HTTP/1.1\r\n"),
+        "{}",
+        request.head
+    );
+    assert!(
+        request
+            .head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {TOKEN}"))),
+        "{}",
+        request.head
+    );
+    assert_eq!(request.body["alerts"][0]["labels"]["signal"], "e2e.p50");
+
+    // Without the CA the certificate is refused, and the error says so.
+    let check = brokerbench(
+        &[
+            "check",
+            "run.json",
+            "--notify",
+            &url,
+            "--notify-format",
+            "webhook",
+        ],
+        dir.path(),
+    );
+    let stderr = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("notify: error: cannot notify {url}: "))
+            && stderr.to_ascii_lowercase().contains("certificate"),
+        "{stderr}"
+    );
+    assert!(
+        requests.recv_timeout(Duration::from_millis(500)).is_err(),
+        "nothing is delivered over an untrusted connection"
+    );
+
+    // A CA file that holds no certificate is named.
+    let check = brokerbench(
+        &[
+            "check",
+            "run.json",
+            "--notify",
+            &url,
+            "--notify-ca",
+            "run.json",
+            "--fail-on",
+            "never",
+        ],
+        dir.path(),
+    );
+    let stderr = text(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("notify: error: CA file run.json: "),
+        "{stderr}"
+    );
+
+    // A redirect is reported with its target, not followed.
+    let (port, requests) = serve(
+        Answer::Redirect("http://127.0.0.1:1/elsewhere".into()),
+        1,
+        None,
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let check = brokerbench(&["check", "run.json", "--notify", &url], dir.path());
+    let stderr = text(&check.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "notify: error: {url}/api/v2/alerts answered 307 and redirects to http://127.0.0.1:1/elsewhere"
+        )),
+        "{stderr}"
+    );
+    requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request arrived");
+
+    // A receiver that accepts and never answers: the timeout ends the wait.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://127.0.0.1:{}",
+        silent.local_addr().expect("addr").port()
+    );
+    let started = Instant::now();
+    let check = brokerbench(
+        &[
+            "check",
+            "run.json",
+            "--notify",
+            &url,
+            "--notify-timeout",
+            "1s",
+        ],
+        dir.path(),
+    );
+    let stderr = text(&check.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "notify: error: cannot notify {url}/api/v2/alerts: no answer within 1s"
+        )),
+        "{stderr}"
+    );
+    // Bounded: far below the 10 s default (generous for a loaded machine).
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
 }

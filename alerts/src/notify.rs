@@ -9,12 +9,14 @@
 //! start; `endsAt` is left out, so Alertmanager resolves the alert after its
 //! `resolve_timeout` unless a later check fires it again.
 //!
-//! The HTTP client is a small HTTP/1.1 POST over a blocking [`TcpStream`] with every wait
-//! bounded by the notifier's timeout (default 10 s): `http://` only — https is not
-//! supported; put a TLS-terminating proxy in front. Credentials never come from the URL
-//! (refused) but from the caller, normally the environment
-//! (`BROKERBENCH_NOTIFY_BEARER_TOKEN`), and never appear in messages. Call it from a
-//! blocking context (e.g. `tokio::task::spawn_blocking`).
+//! The HTTP client is reqwest over rustls (the `ring` provider, the same TLS stack as the
+//! broker clients): `http://` and `https://` URLs, the system's root certificates plus an
+//! optional CA file ([`Notifier::ca_file`]) for a receiver with a private or self-signed
+//! certificate, one timeout bounding the whole exchange (default 10 s). Redirects are not
+//! followed (a redirected POST would silently become a GET or lose its body): a 3xx answer
+//! is an error naming the `Location`, so the user can fix the URL. Credentials never come
+//! from the URL (refused) but from the caller, normally the environment
+//! (`BROKERBENCH_NOTIFY_BEARER_TOKEN`), and never appear in messages.
 //!
 //! ```text
 //! POST /api/v2/alerts HTTP/1.1
@@ -28,20 +30,19 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use brokerbench_results::RunRecord;
+use reqwest::Url;
 use serde_json::{Value, json};
 
 use crate::evaluate::{Severity, Verdict};
 use crate::prometheus::alert_name_of;
 
-/// The default bound on connecting, writing and each read.
+/// The default bound on the whole exchange: connecting, the TLS handshake, sending the
+/// request and reading the answer.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most of a response kept (status line, headers and the start of the body).
-const MAX_RESPONSE: usize = 64 * 1024;
 /// How much of an error response's body an error message quotes.
 const QUOTED_BODY: usize = 300;
 
@@ -68,15 +69,35 @@ pub enum NotifyError {
         /// What is wrong.
         message: String,
     },
+    /// The CA file given for the receiver's certificate cannot be used.
+    #[error("CA file {}: {message}", path.display())]
+    CaFile {
+        /// The file as given.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The receiver could not be reached or the exchange failed.
     #[error("cannot notify {url}: {message}")]
     Io {
         /// The URL posted to.
         url: String,
-        /// What failed (connect, write, read, timeout).
+        /// What failed (connect, TLS, write, read, timeout), with its causes.
         message: String,
     },
-    /// The receiver answered with a status other than 2xx.
+    /// The receiver answered with a redirect, which is not followed.
+    #[error(
+        "{url} answered {status} and redirects to {location}; redirects are not followed for a POST: notify that URL instead"
+    )]
+    Redirect {
+        /// The URL posted to.
+        url: String,
+        /// The HTTP status (3xx).
+        status: u16,
+        /// The `Location` header, or `(no Location header)`.
+        location: String,
+    },
+    /// The receiver answered with a status other than 2xx or 3xx.
     #[error("{url} answered {status}: {body}")]
     Status {
         /// The URL posted to.
@@ -88,88 +109,36 @@ pub enum NotifyError {
     },
 }
 
-/// An `http://` URL split for a request.
-#[derive(Clone, Debug, PartialEq)]
-struct HttpUrl {
-    host: String,
-    port: u16,
-    path: String,
-}
-
-impl HttpUrl {
-    fn parse(url: &str) -> Result<Self, String> {
-        let url = url.trim();
-        if url.starts_with("https://") {
-            return Err(
-                "https is not supported (brokerbench posts plain HTTP/1.1); use an http:// URL, e.g. a local Alertmanager or a TLS-terminating proxy".into(),
-            );
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or("expected an http:// URL, e.g. http://127.0.0.1:9093")?;
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.contains('@') {
-            return Err(
-                "credentials in the URL are not accepted; set BROKERBENCH_NOTIFY_BEARER_TOKEN instead".into(),
-            );
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err("no host".into());
-        }
-        let port = match port {
-            None | Some("") => 80,
-            Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| format!("{p:?} is not a port number"))?,
-        };
-        let path = if path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path.to_owned()
-        };
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-            path,
-        })
+/// Parses a notification URL: `http://` or `https://`, a host, no credentials.
+fn parse_url(url: &str) -> Result<Url, String> {
+    let parsed = Url::parse(url.trim()).map_err(|e| {
+        format!("{e}; expected http://host[:port][/path] or https://host[:port][/path]")
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "scheme {}:// is not supported; expected http:// or https://, e.g. http://127.0.0.1:9093",
+            parsed.scheme()
+        ));
     }
-
-    fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == 80 {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "credentials in the URL are not accepted; set BROKERBENCH_NOTIFY_BEARER_TOKEN instead"
+                .into(),
+        );
     }
-
-    fn display(&self) -> String {
-        format!("http://{}{}", self.host_header(), self.path)
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("no host".into());
     }
+    Ok(parsed)
 }
 
 /// Posts firing verdicts to one receiver.
 #[derive(Clone)]
 pub struct Notifier {
-    url: HttpUrl,
+    url: Url,
     format: NotifyFormat,
     bearer: Option<String>,
+    ca_file: Option<PathBuf>,
     timeout: Duration,
 }
 
@@ -177,9 +146,10 @@ impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The token is a secret: say whether there is one, never what it is.
         f.debug_struct("Notifier")
-            .field("url", &self.url.display())
+            .field("url", &self.url.as_str())
             .field("format", &self.format)
             .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -197,14 +167,15 @@ pub struct Delivered {
 }
 
 impl Notifier {
-    /// A notifier for `url` (`http://` only). For [`NotifyFormat::Alertmanager`] the URL
-    /// is the Alertmanager's base and `/api/v2/alerts` is appended to its path.
+    /// A notifier for `url` (`http://` or `https://`). For
+    /// [`NotifyFormat::Alertmanager`] the URL is the Alertmanager's base and
+    /// `/api/v2/alerts` is appended to its path.
     ///
     /// # Errors
-    /// [`NotifyError::Url`] for an https URL, a URL with credentials, or one that is not
-    /// `http://host[:port][/path]`.
+    /// [`NotifyError::Url`] for another scheme, a URL with credentials, or one that is not
+    /// `http[s]://host[:port][/path]`.
     pub fn new(url: &str, format: NotifyFormat) -> Result<Self, NotifyError> {
-        let mut parsed = HttpUrl::parse(url).map_err(|message| NotifyError::Url {
+        let mut parsed = parse_url(url).map_err(|message| NotifyError::Url {
             url: if url.contains('@') {
                 "<a URL with credentials>".into()
             } else {
@@ -213,13 +184,15 @@ impl Notifier {
             message,
         })?;
         if format == NotifyFormat::Alertmanager {
-            let base = parsed.path.split('?').next().unwrap_or("/");
-            parsed.path = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+            let path = format!("{}/api/v2/alerts", parsed.path().trim_end_matches('/'));
+            parsed.set_path(&path);
+            parsed.set_query(None);
         }
         Ok(Self {
             url: parsed,
             format,
             bearer: None,
+            ca_file: None,
             timeout: DEFAULT_TIMEOUT,
         })
     }
@@ -230,7 +203,14 @@ impl Notifier {
         self
     }
 
-    /// Bounds connecting, writing and each read (default [`DEFAULT_TIMEOUT`]).
+    /// Also trusts the CA certificates of this PEM file (beside the system's roots): for
+    /// a receiver whose certificate is self-signed or issued by a private CA.
+    pub fn ca_file(mut self, path: Option<PathBuf>) -> Self {
+        self.ca_file = path;
+        self
+    }
+
+    /// Bounds the whole exchange (default [`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -238,7 +218,7 @@ impl Notifier {
 
     /// The URL the notifier posts to.
     pub fn url(&self) -> String {
-        self.url.display()
+        self.url.to_string()
     }
 
     /// The request body for the firing verdicts of `record`; `None` when none fires.
@@ -256,9 +236,11 @@ impl Notifier {
     /// Posts the firing verdicts; `Ok(None)` when nothing fires (nothing is sent).
     ///
     /// # Errors
-    /// [`NotifyError::Io`] when the receiver cannot be reached or does not answer in
-    /// time; [`NotifyError::Status`] for a non-2xx answer.
-    pub fn send(
+    /// [`NotifyError::CaFile`] for an unreadable CA file; [`NotifyError::Io`] when the
+    /// receiver cannot be reached, the TLS handshake fails or no answer comes in time;
+    /// [`NotifyError::Redirect`] for a 3xx answer; [`NotifyError::Status`] for any other
+    /// non-2xx answer.
+    pub async fn send(
         &self,
         record: &RunRecord,
         verdicts: &[Verdict],
@@ -267,8 +249,7 @@ impl Notifier {
             return Ok(None);
         };
         let count = firing(verdicts).count();
-        let body = payload.to_string();
-        let status = self.post(body.as_bytes())?;
+        let status = self.post(payload.to_string()).await?;
         Ok(Some(Delivered {
             url: self.url(),
             alerts: count,
@@ -276,96 +257,107 @@ impl Notifier {
         }))
     }
 
-    fn post(&self, body: &[u8]) -> Result<u16, NotifyError> {
+    fn client(&self) -> Result<reqwest::Client, NotifyError> {
+        // rustls is built with `ring` only; make it the process's provider (an error
+        // only means one is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("brokerbench/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout);
+        if let Some(path) = &self.ca_file {
+            for cert in read_ca_file(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        builder.build().map_err(|e| NotifyError::Io {
+            url: self.url(),
+            message: format!("cannot set up the HTTP client: {}", causes(&e)),
+        })
+    }
+
+    async fn post(&self, body: String) -> Result<u16, NotifyError> {
         let url = self.url();
-        let io = |message: String| NotifyError::Io {
-            url: url.clone(),
-            message,
-        };
-        let addrs: Vec<_> = (self.url.host.as_str(), self.url.port)
-            .to_socket_addrs()
-            .map_err(|e| io(format!("cannot resolve {}: {e}", self.url.host)))?
-            .collect();
-        let mut last = format!("{} resolves to no address", self.url.host);
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = format!("cannot connect to {addr}: {e}"),
-            }
-        }
-        let mut stream = stream.ok_or_else(|| io(last))?;
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
-            .map_err(|e| io(format!("cannot set socket timeouts: {e}")))?;
-        let mut head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: brokerbench/{}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.url.path,
-            self.url.host_header(),
-            env!("CARGO_PKG_VERSION"),
-            body.len()
-        );
+        let client = self.client()?;
+        let mut request = client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body);
         if let Some(token) = &self.bearer {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+            request = request.bearer_auth(token);
         }
-        head.push_str("\r\n");
-        stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(body))
-            .and_then(|()| stream.flush())
-            .map_err(|e| io(format!("cannot send the request: {e}")))?;
-        let mut response = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    response.extend_from_slice(&buf[..n]);
-                    if response.len() >= MAX_RESPONSE || complete(&response) {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if response.is_empty() => {
-                    return Err(io(format!("no answer within {:?}: {e}", self.timeout)));
-                }
-                Err(_) => break,
+        let response = request.send().await.map_err(|e| {
+            // The URL is already in the error's own text.
+            let e = e.without_url();
+            NotifyError::Io {
+                url: url.clone(),
+                message: if e.is_timeout() {
+                    format!("no answer within {:?} ({})", self.timeout, causes(&e))
+                } else {
+                    causes(&e)
+                },
             }
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(status.as_u16());
         }
-        let text = String::from_utf8_lossy(&response);
-        let status = text
-            .lines()
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| io(format!("not an HTTP response: {:?}", excerpt(&text))))?;
-        if (200..300).contains(&status) {
-            return Ok(status);
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("(no Location header)")
+                .to_owned();
+            return Err(NotifyError::Redirect {
+                url,
+                status: status.as_u16(),
+                location,
+            });
         }
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        // The body only explains the error: a failure to read it leaves it empty.
+        let body = response.text().await.unwrap_or_default();
         Err(NotifyError::Status {
             url,
-            status,
+            status: status.as_u16(),
             body: excerpt(body.trim()),
         })
     }
 }
 
-/// Whether `response` holds the headers and a body of the announced `Content-Length`.
-fn complete(response: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(response);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return false;
+/// The certificates of a PEM file, as roots for the receiver's certificate.
+fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, NotifyError> {
+    let error = |message: String| NotifyError::CaFile {
+        path: path.to_owned(),
+        message,
     };
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-        .is_some_and(|len| body.len() >= len)
+    let pem = std::fs::read(path).map_err(|e| error(format!("cannot read it: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| error(format!("not a PEM certificate bundle: {}", causes(&e))))?;
+    if certs.is_empty() {
+        return Err(error(
+            "holds no certificate (expected -----BEGIN CERTIFICATE----- blocks)".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// An error and its sources, `outer: inner: innermost`, as reqwest wraps the
+/// connection, TLS and I/O errors that say what really went wrong.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text
 }
 
 fn excerpt(text: &str) -> String {
@@ -487,39 +479,49 @@ mod tests {
 
     #[test]
     fn urls() {
-        let u = HttpUrl::parse("http://127.0.0.1:9093").expect("url");
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("127.0.0.1", 9093, "/")
-        );
-        let u = HttpUrl::parse("http://example.org/hook?x=1").expect("url");
-        assert_eq!((u.port, u.path.as_str()), (80, "/hook?x=1"));
-        let u = HttpUrl::parse("http://[::1]:8080/a").expect("url");
-        assert_eq!(
-            (u.host.as_str(), u.host_header().as_str()),
-            ("::1", "[::1]:8080")
-        );
-        assert!(
-            HttpUrl::parse("https://x")
-                .unwrap_err()
-                .contains("https is not supported")
-        );
-        assert!(
-            HttpUrl::parse("http://u:secret@x")
-                .unwrap_err()
-                .contains("credentials")
-        );
-        assert!(HttpUrl::parse("ftp://x").is_err());
-        assert!(HttpUrl::parse("http://x:99999").is_err());
+        let n =
+            Notifier::new("http://127.0.0.1:9093", NotifyFormat::Alertmanager).expect("notifier");
+        assert_eq!(n.url(), "http://127.0.0.1:9093/api/v2/alerts");
         let n = Notifier::new("http://127.0.0.1:9093/am/", NotifyFormat::Alertmanager)
             .expect("notifier");
         assert_eq!(n.url(), "http://127.0.0.1:9093/am/api/v2/alerts");
+        let n =
+            Notifier::new("https://example.org/hook?x=1", NotifyFormat::Webhook).expect("notifier");
+        assert_eq!(n.url(), "https://example.org/hook?x=1");
+        let n = Notifier::new("http://[::1]:8080/a", NotifyFormat::Webhook).expect("notifier");
+        assert_eq!(n.url(), "http://[::1]:8080/a");
+        for bad in ["ftp://x", "http://x:99999", "127.0.0.1:9093", "http://"] {
+            assert!(
+                matches!(
+                    Notifier::new(bad, NotifyFormat::Webhook),
+                    Err(NotifyError::Url { .. })
+                ),
+                "{bad}"
+            );
+        }
         let e = Notifier::new("http://u:secret@x", NotifyFormat::Webhook).unwrap_err();
+        assert!(e.to_string().contains("credentials"), "{e}");
         assert!(!e.to_string().contains("secret"), "{e}");
         let n = Notifier::new("http://x", NotifyFormat::Webhook)
             .expect("notifier")
             .bearer_token(Some("hunter2".into()));
         assert!(!format!("{n:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn ca_files_are_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("missing.pem");
+        let err = read_ca_file(&missing).unwrap_err();
+        assert!(err.to_string().contains("cannot read it"), "{err}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let err = read_ca_file(&empty).unwrap_err();
+        assert!(
+            err.to_string().contains("holds no certificate")
+                || err.to_string().contains("not a PEM"),
+            "{err}"
+        );
     }
 
     #[test]
