@@ -75,7 +75,8 @@ enum Command {
     Report(report::Args),
     /// Compare the key figures of run records side by side.
     Compare(compare::Args),
-    /// Merge the records of several load generators' concurrent runs into one record.
+    /// Merge the records of several load generators' concurrent runs, or the shards of
+    /// one sharded run (all of them, checked), into one record.
     Merge(merge::Args),
     /// Export a run record as OpenMetrics / Prometheus text or an HdrHistogram interval log.
     Export(export::Args),
