@@ -199,6 +199,30 @@ fn three_shards_merge_exactly(backend: &str, url: &str) {
         dir.path(),
     );
     assert!(html.status.success(), "{}", text(&html.stderr));
+    // A history of runs counts the merged record once, never its shards.
+    let recommend = brokerbench(
+        &[
+            "alerts",
+            "recommend",
+            "--history",
+            dir.path().to_str().unwrap(),
+            "--scenario",
+            "group-chat",
+            "--backend",
+            backend,
+            "--min-runs",
+            "1",
+        ],
+        dir.path(),
+    );
+    let said = text(&recommend.stdout) + &text(&recommend.stderr);
+    assert!(recommend.status.success(), "{said}");
+    assert!(
+        said.contains("from 1 runs") || said.contains("from 1 run "),
+        "{said}"
+    );
+    assert!(said.contains("3 skipped"), "{said}");
+    assert!(said.contains("shard 2/3 of run"), "{said}");
 
     // A shard missing: refused, naming what is missing.
     let incomplete = brokerbench(
