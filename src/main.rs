@@ -24,6 +24,7 @@ mod merge;
 mod report;
 mod run;
 mod scenarios;
+mod shard;
 
 /// Exit codes, as DESIGN.md defines them.
 mod exit {
@@ -40,13 +41,19 @@ mod exit {
     pub fn harness_failure() -> ExitCode {
         ExitCode::from(2)
     }
+    /// `run --start-at`: set-up was not done in time to start the warm-up before the
+    /// start instant; nothing was measured.
+    pub fn not_ready() -> ExitCode {
+        ExitCode::from(3)
+    }
 }
 
 /// Benchmark and conformance harness for message brokers.
 ///
 /// Exit codes: 0 everything passed; 1 an alert at the failing severity fired or a
 /// conformance check failed; 2 the harness could not do its job (bad scenario,
-/// unreachable broker, interrupted run, internal error).
+/// unreachable broker, interrupted run, internal error); 3 `run --start-at`: not set up
+/// in time for the start instant, nothing measured.
 #[derive(Debug, Parser)]
 #[command(name = "brokerbench", version, propagate_version = true)]
 struct Cli {
@@ -68,7 +75,8 @@ enum Command {
     Report(report::Args),
     /// Compare the key figures of run records side by side.
     Compare(compare::Args),
-    /// Merge the records of several load generators' concurrent runs into one record.
+    /// Merge the records of several load generators' concurrent runs, or the shards of
+    /// one sharded run (all of them, checked), into one record.
     Merge(merge::Args),
     /// Export a run record as OpenMetrics / Prometheus text or an HdrHistogram interval log.
     Export(export::Args),

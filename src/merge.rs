@@ -1,4 +1,5 @@
-//! `brokerbench merge`: one record from the records of several load generators.
+//! `brokerbench merge`: one record from the records of several load generators, or from
+//! the shards of one sharded run (checked to be exactly one whole run).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +14,9 @@ use crate::report::read_records;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Run records of the same scenario and backend, made at the same time by several
-    /// load generators.
+    /// load generators. Shard records (`run --shard`) merge only as a complete set:
+    /// every shard 0..N once, one run id, one scenario hash, one --start-at; anything
+    /// else is refused naming the files.
     #[arg(required = true, value_name = "RECORD.json")]
     records: Vec<PathBuf>,
     /// Where to write the merged record.
@@ -48,6 +51,15 @@ pub fn main(args: &Args) -> anyhow::Result<ExitCode> {
                 args.records[first].display(),
                 args.records[other].display(),
             );
+            return Ok(exit::harness_failure());
+        }
+        Err(MergeError::Shards(err)) => {
+            let names: Vec<String> = args
+                .records
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            eprintln!("error: cannot merge: {}", err.describe(&names));
             return Ok(exit::harness_failure());
         }
         Err(err) => return Err(err).context("cannot merge the run records"),

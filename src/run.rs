@@ -61,6 +61,8 @@ pub struct Args {
     junit: Option<PathBuf>,
     #[command(flatten)]
     notify: crate::check::NotifyArgs,
+    #[command(flatten)]
+    shard: crate::shard::ShardArgs,
 }
 
 /// Where a run's broker lives.
@@ -97,6 +99,23 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
 
+    // Shard identity, run id and plan before connecting: a scenario that cannot be split
+    // is refused at once.
+    let coordination = match args.shard.resolve(&scenario) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(exit::harness_failure());
+        }
+    };
+    let plan = match coordination.plan(&scenario) {
+        Ok(plan) => plan,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(exit::harness_failure());
+        }
+    };
+
     let connection =
         match Connection::open(args.backend, args.url.as_deref(), args.containers).await {
             Ok(c) => c,
@@ -107,8 +126,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         };
     let url = connection.url.clone();
 
-    let run_id = run_id();
-    let plan = scenario.plan(&run_id);
+    let run_id = coordination.run_id.clone();
     let quiet = args.json || !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
     let cancel = CancellationToken::new();
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
@@ -126,6 +144,9 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         "running {} on {} ({}) for {:?} measured (+{:?} warm-up, {:?} drain)",
         scenario.name, args.backend, url, scenario.duration, scenario.warmup, scenario.drain
     );
+    if let Some(line) = coordination.describe(&plan, &scenario) {
+        eprintln!("{line}");
+    }
     let outcome = brokerbench_bench::run(
         &plan,
         connection.backend.clone(),
@@ -133,6 +154,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             broker_pid: connection.broker_pid,
             cancel: cancel.clone(),
             progress: Some(progress_tx),
+            start_at: coordination.start_instant(),
         },
     )
     .await;
@@ -140,13 +162,20 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     let _ = display.await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
+        Err(brokerbench_bench::EngineError::NotReady(err)) => {
+            eprintln!("error: {err}");
+            connection.close().await;
+            return Ok(exit::not_ready());
+        }
         Err(err) => {
             eprintln!("error: {err}");
             connection.close().await;
             return Ok(exit::harness_failure());
         }
     };
+    let timing = crate::shard::Timing::of(&outcome);
     let mut record = connection.record(run_id, &scenario, outcome)?;
+    coordination.annotate(&mut record, &plan, &scenario, &timing);
     if let Some(died) = connection.close().await {
         if !record.partial {
             record.mark_partial(died);
@@ -319,6 +348,11 @@ impl Connection {
             ended_at: outcome.ended_at,
         };
         let mut record = RunRecord::new(info, outcome.figures);
+        record.scenario_hash = Some(
+            scenario
+                .fingerprint()
+                .context("cannot fingerprint the scenario")?,
+        );
         record.notes = self.setup_notes.clone();
         record.notes.extend(outcome.notes);
         record.figures.correctness.recovered = outcome.recovered;

@@ -104,7 +104,7 @@ pub enum RecommendError {
         backend: String,
         /// Usable runs found.
         usable: usize,
-        /// Runs skipped (partial or unreadable).
+        /// Runs skipped (partial, shards or unreadable).
         skipped: usize,
         /// The minimum asked for.
         min_runs: usize,
@@ -177,6 +177,15 @@ pub fn read_history(dir: &Path, scenario: &str, backend: &str) -> Result<History
                 reason: format!(
                     "partial run: {}",
                     r.partial_reason.as_deref().unwrap_or("no reason given")
+                ),
+            }),
+            // A shard carries part of the load; its run is the merged record.
+            Ok(r) if r.shard.is_some() => history.skipped.push(SkippedRun {
+                path,
+                reason: format!(
+                    "shard {} of run {}: part of the load (its merged record is the run)",
+                    r.shard.as_ref().map_or(String::new(), ToString::to_string),
+                    r.run_id
                 ),
             }),
             Ok(r) => history.runs.push((path, r)),

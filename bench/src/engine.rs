@@ -98,6 +98,9 @@ pub enum EngineError {
     /// The pacer thread could not start.
     #[error("cannot start the pacer thread: {0}")]
     Pacer(#[from] std::io::Error),
+    /// Set-up ended too late for the start instant (`RunOptions::start_at`).
+    #[error(transparent)]
+    NotReady(#[from] crate::start::NotReady),
 }
 
 /// Phase of a run, for progress displays.
@@ -148,6 +151,9 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// Receives progress updates.
     pub progress: Option<watch::Sender<Progress>>,
+    /// Wall-clock instant at which the measured phase must begin (the warm-up starts
+    /// that much earlier); `None` to start as soon as set-up is done.
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 /// What a run measured.
@@ -159,6 +165,10 @@ pub struct RunOutcome {
     pub started_at: OffsetDateTime,
     /// Wall-clock end, in UTC.
     pub ended_at: OffsetDateTime,
+    /// Wall-clock start of the measured phase, in UTC.
+    pub measured_from: OffsetDateTime,
+    /// With `start_at`: the time left between the end of set-up and the warm-up.
+    pub slack: Option<Duration>,
     /// Why the run is incomplete, when it is.
     pub partial: Option<String>,
     /// Things a reader of the record should know (subscription errors, ...).
@@ -523,7 +533,8 @@ async fn run_prepared(
 
     // 3. The clock starts.
     let pacer = Arc::new(Pacer::start()?);
-    let epoch = Instant::now() + START_LEAD;
+    let start = crate::start::clock_start(options.start_at, plan.warmup, START_LEAD)?;
+    let epoch = start.epoch;
     let send_end = epoch + plan.warmup + plan.duration;
     let clock = Clock {
         epoch,
@@ -721,6 +732,8 @@ async fn run_prepared(
         figures,
         started_at,
         ended_at: OffsetDateTime::now_utc(),
+        measured_from: start.measured_from,
+        slack: start.slack,
         partial,
         notes,
         replayed,

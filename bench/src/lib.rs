@@ -7,6 +7,7 @@
 //! - [`envelope`]: what every payload carries (producer, sequence, intended and actual
 //!   send time), padded to size.
 //! - [`engine`]: runs a plan against a backend and measures it.
+//! - [`start`]: starting the measured phase at a wall-clock instant shared by shards.
 //! - [`resources`]: CPU and memory of the broker process.
 
 pub mod engine;
@@ -16,6 +17,7 @@ pub mod pacer;
 pub mod plan;
 pub mod resources;
 pub mod schedule;
+pub mod start;
 
 pub use engine::{
     EngineError, Phase, Progress, RunOptions, RunOutcome, required_capabilities, run,

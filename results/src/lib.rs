@@ -13,6 +13,8 @@
 //! - [`report`]: the self-contained HTML report of one or more records (plots in SVG).
 //! - [`compare`]: the side-by-side comparison table of records (text and markdown).
 //! - [`merge`](mod@merge): several load generators' records of one run merged into one record.
+//! - [`shard`]: a record's place in a sharded run and the checks that shard records make
+//!   up exactly one run.
 //! - [`hlog`]: HdrHistogram interval logs of a record's per-interval histograms.
 //! - [`openmetrics`]: a record's figures as OpenMetrics / Prometheus text.
 //! - [`conformance`]: the conformance matrix (checks × backends), its JSON document and
@@ -33,6 +35,7 @@ pub mod record;
 pub mod recorder;
 pub mod report;
 pub mod sequence;
+pub mod shard;
 pub mod summary;
 pub mod xml;
 
@@ -53,6 +56,7 @@ pub use record::{
 pub use recorder::{IntervalSnapshot, LatencySet, Recorder, RecorderError, snapshot_channel};
 pub use report::{ReportError, ReportRun, render_report};
 pub use sequence::{Delivery, SequenceSet, SequenceTracker};
+pub use shard::{ShardInfo, ShardSet, ShardSetError, StartTiming, check_shard_set};
 pub use summary::render_summary;
 
 /// Compiles the examples of `README.md` as doctests.

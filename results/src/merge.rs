@@ -31,6 +31,7 @@ use crate::record::{
     RunFigures, RunRecord, SCHEMA_VERSION, VolumeFigures,
 };
 use crate::recorder::{Counters, LatencySet};
+use crate::shard::{ShardSetError, annotate_merged, check_shard_set, interval_shifts};
 
 /// Why records could not be merged.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,9 @@ pub enum MergeError {
         /// That record's backend.
         other_backend: String,
     },
+    /// The records are shards that do not make up exactly one whole run.
+    #[error("cannot merge: {0}")]
+    Shards(#[from] ShardSetError),
     /// A stored histogram could not be decoded or the merged one encoded.
     #[error("run {run} ({run_id}): {what} histogram")]
     Histogram {
@@ -127,6 +131,8 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
     let first = records.first().ok_or(MergeError::Empty)?;
     let refs: Vec<&RunRecord> = records.iter().collect();
     same_scenario(&refs)?;
+    let shards = check_shard_set(records)?;
+    let shifts = interval_shifts(records, shards.as_ref());
     if let Some(other) = records
         .iter()
         .position(|r| r.backend.name != first.backend.name)
@@ -166,10 +172,12 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
         )?);
     }
 
-    // The interval series, aligned by index.
+    // The interval series, aligned by index (shifted by whole seconds for shards that
+    // started apart without a shared start instant).
     let length = records
         .iter()
-        .map(|r| r.figures.intervals.len())
+        .zip(&shifts)
+        .map(|(r, shift)| r.figures.intervals.len() + shift)
         .max()
         .unwrap_or(0);
     let mut intervals = Vec::with_capacity(length);
@@ -179,7 +187,10 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
         let mut correctness = CorrectnessFigures::default();
         let (mut cpu, mut rss) = (Vec::new(), Vec::new());
         for (i, r) in records.iter().enumerate() {
-            let Some(interval) = r.figures.intervals.get(index) else {
+            let Some(interval) = index
+                .checked_sub(shifts[i])
+                .and_then(|k| r.figures.intervals.get(k))
+            else {
                 continue;
             };
             set.add(&decode(
@@ -292,7 +303,7 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
         .max()
         .unwrap_or(first.started_at);
     let spread = (latest_start - started_at).as_seconds_f64();
-    if spread >= 2.0 {
+    if spread >= 2.0 && shards.is_none() {
         notes.push(format!(
             "the merged runs started {spread:.1} s apart; their intervals are aligned by index, each from its own measured phase"
         ));
@@ -349,7 +360,7 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
         );
     }
 
-    Ok(RunRecord {
+    let mut merged = RunRecord {
         schema_version: SCHEMA_VERSION,
         run_id,
         scenario_name: first.scenario_name.clone(),
@@ -364,7 +375,14 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
         alert_rules: first.alert_rules.clone(),
         verdicts: Vec::new(),
         notes,
-    })
+        scenario_hash: None,
+        shard: None,
+        start: None,
+    };
+    if let Some(set) = &shards {
+        annotate_merged(records, set, &mut merged);
+    }
+    Ok(merged)
 }
 
 #[cfg(test)]

@@ -480,6 +480,16 @@ pub struct RunRecord {
     /// What a reader should know about the run (subscription errors, clean-up failures).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Fingerprint of the resolved scenario (`sha256:...`, see `Scenario::fingerprint`);
+    /// absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario_hash: Option<String>,
+    /// This record's part of a sharded run; absent for a whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::ShardInfo>,
+    /// When the measured phase began and how that compares with `--start-at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<crate::shard::StartTiming>,
 }
 
 impl RunRecord {
@@ -500,6 +510,9 @@ impl RunRecord {
             alert_rules: info.alert_rules,
             verdicts: Vec::new(),
             notes: Vec::new(),
+            scenario_hash: None,
+            shard: None,
+            start: None,
         }
     }
 

@@ -19,11 +19,13 @@
 
 mod error;
 mod file;
+mod fingerprint;
 mod locate;
 mod model;
 mod plan;
 mod scenario;
 mod schedule;
+mod shard;
 mod units;
 mod validate;
 
@@ -38,6 +40,7 @@ pub use model::{
     Scenario, Workload,
 };
 pub use schedule::{RateStep, Schedule};
+pub use shard::{Shard, ShardError};
 pub use units::{format_duration, parse_duration, parse_rate};
 
 /// The built-in scenario `brokerbench run` uses when given none: light enough for a 2-core
