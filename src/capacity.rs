@@ -356,6 +356,7 @@ async fn step(
             broker_pid: connection.broker_pid,
             cancel: CancellationToken::new(),
             progress: None,
+            faults: None,
         },
     )
     .await

@@ -11,11 +11,13 @@
 
 pub mod engine;
 pub mod envelope;
+pub mod fault_figures;
 pub mod hex;
 pub mod pacer;
 pub mod plan;
 pub mod resources;
 pub mod schedule;
+pub mod timeline;
 
 pub use engine::{
     EngineError, Phase, Progress, RunOptions, RunOutcome, required_capabilities, run,

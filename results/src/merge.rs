@@ -364,6 +364,9 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
         alert_rules: first.alert_rules.clone(),
         verdicts: Vec::new(),
         notes,
+        // Fault windows are per run: the merged record keeps each shard's in its own file.
+        faults: Vec::new(),
+        faults_outside: None,
     })
 }
 

@@ -480,6 +480,12 @@ pub struct RunRecord {
     /// What a reader should know about the run (subscription errors, clean-up failures).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// What each fault injected during the run did (absent for a run without faults).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<crate::faults::FaultFigures>,
+    /// Unavailability outside every fault window (absent for a run without faults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults_outside: Option<crate::faults::OutsideFaults>,
 }
 
 impl RunRecord {
@@ -500,6 +506,8 @@ impl RunRecord {
             alert_rules: info.alert_rules,
             verdicts: Vec::new(),
             notes: Vec::new(),
+            faults: Vec::new(),
+            faults_outside: None,
         }
     }
 

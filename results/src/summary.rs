@@ -124,6 +124,10 @@ pub fn render_summary(record: &RunRecord, path: Option<&Path>) -> String {
             bytes(m.rss_bytes_max)
         );
     }
+    out.push_str(&crate::faults::render_faults(
+        &record.faults,
+        record.faults_outside.as_ref(),
+    ));
     if let Some(p) = path {
         let _ = writeln!(out, "{:<14} {}", "record", p.display());
     }
