@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::envelope::{Envelope, HEADER_LEN};
 use crate::pacer::Pacer;
 use crate::plan::{Join, Plan, ReplyPlan};
+use crate::resilience::{Reconnect, bounded, resubscribe_until};
 use crate::resources::ProcessSampler;
 use crate::schedule::Schedule;
 use crate::timeline::{Arrival, DeliveryEvent, FaultHooks, PublishEvent, Settle, Timeline};
@@ -574,7 +575,7 @@ async fn run_prepared(
         producer_tasks.push(tokio::spawn(produce(
             shared.clone(),
             id as u32,
-            handle,
+            (backend.clone(), handle),
             template,
             (*p).clone(),
             pacer.clone(),
@@ -883,7 +884,7 @@ fn expected_deliveries(plan: &Plan, shared: &Shared) -> Vec<u64> {
 async fn produce(
     shared: Arc<Shared>,
     id: u32,
-    producer: Producer,
+    (backend, mut producer): (Arc<dyn Backend>, Producer),
     template: PublishRequest,
     plan: crate::plan::ProducerPlan,
     pacer: Arc<Pacer>,
@@ -907,6 +908,7 @@ async fn produce(
         .as_ref()
         .map(|k| (0..k.count).map(|i| Arc::from(format!("k{i}"))).collect())
         .unwrap_or_default();
+    let mut reconnect = Reconnect::new(backend);
     let mut outbox = Outbox::new(id);
     if shared.record_timeline {
         outbox.result.events = Some(Vec::new());
@@ -926,7 +928,13 @@ async fn produce(
                 biased;
                 _ = stop.cancelled() => break 'schedule,
                 Some(done) = outbox.in_flight.next(), if !outbox.in_flight.is_empty() => {
+                    reconnect.observe(done.2, &done.3);
                     outbox.settle(&shared, &clock, &mut recorder, done);
+                }
+                fresh = reconnect.next(), if reconnect.pending() => {
+                    if let Some(fresh) = fresh {
+                        producer = fresh;
+                    }
                 }
                 _ = &mut sleep, if !slept => slept = true,
             }
@@ -959,21 +967,6 @@ async fn produce(
     let result = outbox.finish(&shared, &clock, &mut recorder).await;
     let _ = recorder.finish().await;
     result
-}
-
-/// `publish`, counted as unknown when it has no outcome within `deadline`.
-fn bounded(
-    publish: BoxFuture<'static, PublishOutcome>,
-    deadline: Option<Duration>,
-) -> BoxFuture<'static, PublishOutcome> {
-    match deadline {
-        None => publish,
-        Some(deadline) => Box::pin(async move {
-            tokio::time::timeout(deadline, publish)
-                .await
-                .unwrap_or(PublishOutcome::Unknown)
-        }),
-    }
 }
 
 /// What settling a publish needs: its sequence, when it was due (ns since the epoch),
@@ -1189,34 +1182,6 @@ struct Absence {
     rejoin_after: Duration,
     backend: Arc<dyn Backend>,
     spec: SubscriptionSpec,
-}
-
-/// Subscribes `spec` again until it works (backing off from 50 ms to 1 s between tries)
-/// or `stop` fires. Returns the subscription and how long it took.
-async fn resubscribe_until(
-    backend: &Arc<dyn Backend>,
-    spec: &SubscriptionSpec,
-    stop: &CancellationToken,
-) -> Option<(Subscription, Duration)> {
-    let began = Instant::now();
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let attempt = tokio::time::timeout(Duration::from_secs(5), backend.subscribe(spec.clone()));
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return None,
-            got = attempt => {
-                if let Ok(Ok(s)) = got {
-                    return Some((s, began.elapsed()));
-                }
-            }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return None,
-            () = tokio::time::sleep(pause) => {}
-        }
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -8,6 +8,8 @@
 //!   send time), padded to size.
 //! - [`engine`]: runs a plan against a backend and measures it.
 //! - [`resources`]: CPU and memory of the broker process.
+//! - [`timeline`]: every publish and delivery of a run with faults, and the engine's
+//!   fault hooks; [`fault_figures`]: the figures of each fault window, read from it.
 
 pub mod engine;
 pub mod envelope;
@@ -15,6 +17,7 @@ pub mod fault_figures;
 pub mod hex;
 pub mod pacer;
 pub mod plan;
+mod resilience;
 pub mod resources;
 pub mod schedule;
 pub mod timeline;

@@ -497,7 +497,10 @@ pub fn check_all(faults: &[FaultSpec], measured: Duration) -> Result<(), (usize,
     Ok(())
 }
 
-fn duration_of(map: &mut BTreeMap<String, String>, key: &str) -> Result<Option<Duration>, FaultError> {
+fn duration_of(
+    map: &mut BTreeMap<String, String>,
+    key: &str,
+) -> Result<Option<Duration>, FaultError> {
     match map.remove(key) {
         None => Ok(None),
         Some(text) => humantime::parse_duration(text.trim())

@@ -159,8 +159,17 @@ fn list_gives_one_line_descriptions() {
             entry.name,
             entry.description
         );
-        let total = if entry.name == "chat-under-faults" { 27 } else { 10 };
-        assert_eq!(entry.total_time, Duration::from_secs(total), "{}", entry.name);
+        let total = if entry.name == "chat-under-faults" {
+            27
+        } else {
+            10
+        };
+        assert_eq!(
+            entry.total_time,
+            Duration::from_secs(total),
+            "{}",
+            entry.name
+        );
     }
     assert_eq!(list[0].peak_rate, 2000.0);
 }
