@@ -1,8 +1,10 @@
 //! The figures of each fault window, read from a run's [`Timeline`].
 //!
 //! - **Windows.** A fault acts from its injection to its heal. Counts and latencies are
-//!   those of the messages *due* in `[injected, healed)` (at least one second, so a reset,
-//!   which takes no time, still has messages of its own).
+//!   those of the messages *due* from the injection until both sides recovered (the heal
+//!   plus the longer recovery; to the end of the drain when a side never recovered; at
+//!   least one second, so a reset, which takes no time, has messages of its own; never
+//!   past the next fault's injection).
 //! - **Unavailable.** The successes (confirmations; first deliveries) cut the run into
 //!   gaps. A gap counts when a message was due in it and it is longer than the normal gap
 //!   (four times the 99th percentile of the gaps outside every fault window, at least
@@ -35,14 +37,14 @@ struct Window {
     /// The heal; the end of the observation when it never came.
     healed: u64,
     healed_at_all: bool,
+    /// Until when messages are the fault's: the heal plus the longer recovery of the two
+    /// sides (the end of the observation when one never recovered), before the next fault.
+    until: u64,
 }
 
 impl Window {
     fn messages(&self) -> (u64, u64) {
-        (
-            self.injected,
-            self.healed.max(self.injected + MIN_WINDOW_NS),
-        )
+        (self.injected, self.until.max(self.injected + MIN_WINDOW_NS))
     }
 
     fn holds(&self, intended: u64) -> bool {
@@ -63,11 +65,12 @@ pub fn measure(timeline: &Timeline, faults: &mut [FaultFigures]) -> OutsideFault
                 injected: ns(injected),
                 healed: f.healed_s.map_or(timeline.observed_until_ns, ns),
                 healed_at_all: f.healed_s.is_some(),
+                until: f.healed_s.map_or(timeline.observed_until_ns, ns),
             })
         })
         .collect();
+    let mut windows = windows;
     let active: Vec<Window> = windows.iter().flatten().copied().collect();
-    let in_any = |intended: u64| active.iter().any(|w| w.holds(intended));
 
     // Successes and due times of both sides.
     let mut confirmations: Vec<u64> = Vec::new();
@@ -94,6 +97,51 @@ pub fn measure(timeline: &Timeline, faults: &mut [FaultFigures]) -> OutsideFault
     let publish_gaps = Gaps::new(&confirmations, &due, end, &active);
     let delivery_gaps = Gaps::new(&arrivals, &due, end, &active);
 
+    // Pass 1: detection, unavailability and recovery; they say until when the messages
+    // due are the fault's.
+    for (fault, window) in faults.iter_mut().zip(windows.iter_mut()) {
+        let Some(w) = window.as_mut() else { continue };
+        let publish = &mut fault.publish;
+        let delivery = &mut fault.delivery;
+        let first_failure = failures
+            .iter()
+            .copied()
+            .find(|&t| t >= w.injected && t <= w.healed.max(w.injected) + publish_gaps.normal);
+        publish.outage = publish_gaps.outage(&*w, first_failure, |after| {
+            timeline
+                .publishes
+                .iter()
+                .filter(|p| p.outcome == Settle::Confirmed && p.intended_ns >= after)
+                .map(|p| p.settled_ns)
+                .min()
+        });
+        delivery.outage = delivery_gaps.outage(&*w, None, |after| {
+            timeline
+                .deliveries
+                .iter()
+                .filter(|d| {
+                    matches!(d.arrival, Arrival::First | Arrival::Reordered)
+                        && d.intended_ns >= after
+                })
+                .map(|d| d.received_ns)
+                .min()
+        });
+        let recovery = [&publish.outage, &delivery.outage]
+            .iter()
+            .filter_map(|o| o.recover_ms)
+            .fold(0.0f64, f64::max);
+        w.until = w.healed + (recovery * 1e6) as u64;
+    }
+    // Each fault's messages end where the next fault starts.
+    let starts: Vec<u64> = windows.iter().flatten().map(|w| w.injected).collect();
+    for w in windows.iter_mut().flatten() {
+        if let Some(next) = starts.iter().copied().filter(|&s| s > w.injected).min() {
+            w.until = w.until.min(next);
+        }
+    }
+    let settled: Vec<Window> = windows.iter().flatten().copied().collect();
+    let in_any = |intended: u64| settled.iter().any(|w| w.holds(intended));
+
     // What each message became.
     let mut firsts: HashMap<(u32, u64), u32> = HashMap::new();
     for d in &timeline.deliveries {
@@ -116,6 +164,7 @@ pub fn measure(timeline: &Timeline, faults: &mut [FaultFigures]) -> OutsideFault
     let outside_e2e = Percentiles::of(outside_e2e);
     let outside_publish = Percentiles::of(outside_publish);
 
+    // Pass 2: the messages due in each window.
     for (fault, window) in faults.iter_mut().zip(&windows) {
         let Some(w) = window else { continue };
         let fanout = |p: u32| u64::from(timeline.fanout.get(p as usize).copied().unwrap_or(0));
@@ -160,29 +209,6 @@ pub fn measure(timeline: &Timeline, faults: &mut [FaultFigures]) -> OutsideFault
                 e2e.push(d.received_ns.saturating_sub(d.intended_ns));
             }
         }
-        let first_failure = failures
-            .iter()
-            .copied()
-            .find(|&t| t >= w.injected && t <= w.healed.max(w.injected) + publish_gaps.normal);
-        publish.outage = publish_gaps.outage(w, first_failure, |after| {
-            timeline
-                .publishes
-                .iter()
-                .filter(|p| p.outcome == Settle::Confirmed && p.intended_ns >= after)
-                .map(|p| p.settled_ns)
-                .min()
-        });
-        delivery.outage = delivery_gaps.outage(w, None, |after| {
-            timeline
-                .deliveries
-                .iter()
-                .filter(|d| {
-                    matches!(d.arrival, Arrival::First | Arrival::Reordered)
-                        && d.intended_ns >= after
-                })
-                .map(|d| d.received_ns)
-                .min()
-        });
         let e2e = Percentiles::of(e2e);
         let acks = Percentiles::of(acks);
         let l = &mut fault.latency;
@@ -406,13 +432,14 @@ mod tests {
         assert!((f.publish.outage.recover_ms.unwrap() - 2.0).abs() < 0.01);
         let detect = f.publish.outage.detect_ms.unwrap();
         assert!(detect > 0.0 && detect < 100.0, "{detect}");
-        assert_eq!(f.publish.attempts, 200);
+        // Due from the injection until both sides recovered (5.005 s): 3.00 s ..= 5.00 s.
+        assert_eq!(f.publish.attempts, 201);
         assert_eq!(f.publish.unknown, 1);
         assert_eq!(f.publish.unconfirmed_delivered, 1);
-        assert_eq!(f.delivery.due, 200);
+        assert_eq!(f.delivery.due, 201);
         assert_eq!(f.delivery.lost, 1);
         assert_eq!(f.delivery.missing, 1);
-        assert_eq!(f.delivery.delivered, 199);
+        assert_eq!(f.delivery.delivered, 200);
         assert!((f.delivery.outage.unavailable_ms - 2010.0).abs() < 1.0);
         // In-window e2e: held messages waited up to 2 s; outside, 5 ms.
         assert!(f.latency.e2e_p50_ms.unwrap() > 900.0);
