@@ -148,6 +148,35 @@ fn a_two_second_partition_makes_publishing_unavailable_for_two_seconds() {
     // waited for the heal, from their intended time.
     assert!(ms(&f["latency"]["e2e_max_ms"]) > 1000.0, "{f}");
     assert!(record["faults_outside"].is_object());
+
+    // The fault signals through `check`, JUnit and the Prometheus export.
+    std::fs::write(
+        dir.path().join("fault-rules.toml"),
+        "[[alerts]]\nname = \"partition\"\nsignal = \"fault.publish.unavailable\"\ndirection = \"upper\"\nwarning = \"500ms\"\ncritical = \"1s\"\n\n[[alerts]]\nname = \"loss\"\nsignal = \"fault.lost\"\ndirection = \"upper\"\nwarning = 0\ncritical = 100\n",
+    )
+    .unwrap();
+    let check = brokerbench(
+        &["check", "partition.json", "--rules", "fault-rules.toml", "--junit", "faults.xml"],
+        dir.path(),
+    );
+    let stdout = text(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{stdout}{}", text(&check.stderr));
+    assert!(stdout.contains("CRITICAL  partition: fault.publish.unavailable"), "{stdout}");
+    assert!(stdout.contains("OK        loss: fault.lost 0"), "{stdout}");
+    let junit = std::fs::read_to_string(dir.path().join("faults.xml")).unwrap();
+    assert!(junit.contains("failures=\"1\""), "{junit}");
+    let metrics = brokerbench(&["export", "partition.json", "--format", "prometheus"], dir.path());
+    let metrics = text(&metrics.stdout);
+    assert!(
+        metrics.contains("brokerbench_fault_unavailable_seconds{")
+            && metrics.contains("operation=\"publish\"")
+            && metrics.contains("brokerbench_fault_anomalies_total{"),
+        "{metrics}"
+    );
+    let report = brokerbench(&["report", "partition.json", "--out", "report.html"], dir.path());
+    assert!(report.status.success(), "{}", text(&report.stderr));
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("<section id=\"faults\">") && html.contains("partition"), "no fault table");
 }
 
 #[test]
