@@ -156,16 +156,34 @@ fn a_two_second_partition_makes_publishing_unavailable_for_two_seconds() {
     )
     .unwrap();
     let check = brokerbench(
-        &["check", "partition.json", "--rules", "fault-rules.toml", "--junit", "faults.xml"],
+        &[
+            "check",
+            "partition.json",
+            "--rules",
+            "fault-rules.toml",
+            "--junit",
+            "faults.xml",
+        ],
         dir.path(),
     );
     let stdout = text(&check.stdout);
-    assert_eq!(check.status.code(), Some(1), "{stdout}{}", text(&check.stderr));
-    assert!(stdout.contains("CRITICAL  partition: fault.publish.unavailable"), "{stdout}");
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "{stdout}{}",
+        text(&check.stderr)
+    );
+    assert!(
+        stdout.contains("CRITICAL  partition: fault.publish.unavailable"),
+        "{stdout}"
+    );
     assert!(stdout.contains("OK        loss: fault.lost 0"), "{stdout}");
     let junit = std::fs::read_to_string(dir.path().join("faults.xml")).unwrap();
     assert!(junit.contains("failures=\"1\""), "{junit}");
-    let metrics = brokerbench(&["export", "partition.json", "--format", "prometheus"], dir.path());
+    let metrics = brokerbench(
+        &["export", "partition.json", "--format", "prometheus"],
+        dir.path(),
+    );
     let metrics = text(&metrics.stdout);
     assert!(
         metrics.contains("brokerbench_fault_unavailable_seconds{")
@@ -173,10 +191,16 @@ fn a_two_second_partition_makes_publishing_unavailable_for_two_seconds() {
             && metrics.contains("brokerbench_fault_anomalies_total{"),
         "{metrics}"
     );
-    let report = brokerbench(&["report", "partition.json", "--out", "report.html"], dir.path());
+    let report = brokerbench(
+        &["report", "partition.json", "--out", "report.html"],
+        dir.path(),
+    );
     assert!(report.status.success(), "{}", text(&report.stderr));
     let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
-    assert!(html.contains("<section id=\"faults\">") && html.contains("partition"), "no fault table");
+    assert!(
+        html.contains("<section id=\"faults\">") && html.contains("partition"),
+        "no fault table"
+    );
 }
 
 #[test]
@@ -206,6 +230,9 @@ fn the_embedded_broker_restarted_mid_run_is_survived() {
     // An in-memory broker loses what it held: measured, not hidden.
     assert!(f["delivery"]["lost"].as_u64().is_some(), "{f}");
     assert!(ms(&f["publish"]["unavailable_ms"]) > 0.0, "{f}");
+    // The deliveries due while the broker was down count against delivery availability.
+    assert!(record["correctness"]["undelivered"].as_u64().unwrap_or(0) > 0, "{record:#}");
+    assert!(record["availability"]["delivery"].as_f64().unwrap() < 1.0);
 }
 
 #[test]

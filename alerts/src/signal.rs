@@ -119,7 +119,8 @@ const FAULT_FIGURES: [(&str, FaultFigure); 6] = [
 pub enum Signal {
     /// A latency percentile, e.g. `e2e.p99`, `publish.p50`, `send_delay.max`.
     Latency(Latency, Quantile),
-    /// `availability` or `delivery.availability`: delivered / (delivered + lost + late).
+    /// `availability` or `delivery.availability`: delivered / (delivered + lost + late +
+    /// undelivered).
     DeliveryAvailability,
     /// `publish.availability`: confirmed / attempted publishes.
     PublishAvailability,
@@ -278,7 +279,10 @@ impl Signal {
         }
         // Deliveries a subscriber was owed: what delivery availability and the
         // correctness counters stand on.
-        let owed = f.volume.delivered + f.correctness.lost + f.correctness.late;
+        let owed = f.volume.delivered
+            + f.correctness.lost
+            + f.correctness.late
+            + f.correctness.undelivered;
         let (value, samples) = match self {
             Self::Latency(l, q) => return latency(f.latency, l, q),
             Self::DeliveryAvailability => (f.delivery_availability, owed),

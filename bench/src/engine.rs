@@ -1521,6 +1521,12 @@ fn account(
                                 collector.record_lost(interval_for(pid, seq), 1);
                             }
                         }
+                        // Due all the same: delivery availability counts them.
+                        for seq in sent.unconfirmed.iter().filter(|s| *s >= first) {
+                            if !received.contains(seq) {
+                                collector.record_undelivered(interval_for(pid, seq), 1);
+                            }
+                        }
                         recovered += sent.unconfirmed.intersection_len(received);
                     }
                 }
@@ -1534,6 +1540,9 @@ fn account(
                     }
                     for seq in sent.confirmed.difference(&union) {
                         collector.record_lost(interval_for(pid, seq), 1);
+                    }
+                    for seq in sent.unconfirmed.difference(&union) {
+                        collector.record_undelivered(interval_for(pid, seq), 1);
                     }
                     recovered += sent.unconfirmed.intersection_len(&union);
                     let cross_duplicates = total - union.len();

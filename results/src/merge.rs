@@ -98,6 +98,7 @@ fn add_correctness(into: &mut CorrectnessFigures, other: &CorrectnessFigures) {
     into.late += other.late;
     into.recovered += other.recovered;
     into.replayed += other.replayed;
+    into.undelivered += other.undelivered;
 }
 
 /// The event counters stored figures were made from, so the summed counts go through
@@ -200,6 +201,7 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
             &counters_of(&volume, &correctness),
             volume.offered,
             correctness.lost,
+            correctness.undelivered,
             LatencySummaries::of(&set),
             encode(format!("interval {index}"), &set)?,
             IntervalCompute {
@@ -252,6 +254,7 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
         availability: run_availability(
             &counters_of(&volume, &correctness),
             correctness.lost,
+            correctness.undelivered,
             intervals
                 .iter()
                 .filter(|i| i.availability.unavailable)

@@ -263,6 +263,14 @@ pub struct CorrectnessFigures {
     /// counted as deliveries).
     #[serde(default)]
     pub replayed: u64,
+    /// Deliveries due for publishes that failed or got no answer and never came: not
+    /// lost (the publisher knew), but delivery availability counts them. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub undelivered: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl CorrectnessFigures {
@@ -276,6 +284,7 @@ impl CorrectnessFigures {
             late: counters.late,
             recovered: 0,
             replayed: 0,
+            undelivered: 0,
         }
     }
 }
