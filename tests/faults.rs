@@ -231,7 +231,10 @@ fn the_embedded_broker_restarted_mid_run_is_survived() {
     assert!(f["delivery"]["lost"].as_u64().is_some(), "{f}");
     assert!(ms(&f["publish"]["unavailable_ms"]) > 0.0, "{f}");
     // The deliveries due while the broker was down count against delivery availability.
-    assert!(record["correctness"]["undelivered"].as_u64().unwrap_or(0) > 0, "{record:#}");
+    assert!(
+        record["correctness"]["undelivered"].as_u64().unwrap_or(0) > 0,
+        "{record:#}"
+    );
     assert!(record["availability"]["delivery"].as_f64().unwrap() < 1.0);
 }
 
