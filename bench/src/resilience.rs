@@ -17,6 +17,16 @@ use tokio_util::sync::CancellationToken;
 const FAILURES_BEFORE_RECONNECT: u32 = 3;
 /// Longest a connection attempt may take.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+/// How many producers of the process may be connecting at once. When a fault cuts every
+/// connection, all the producers of a run (a hundred in `chat-under-faults`) start
+/// replacing theirs at the same moment; let loose together, their handshakes crowd each
+/// other (and the broker) past the connect deadline, each timed-out attempt is retried,
+/// and publishing never recovers. Taken in turns, each handshake takes milliseconds.
+const CONCURRENT_CONNECTS: usize = 8;
+/// Connection attempts waiting for their turn (see [`CONCURRENT_CONNECTS`]); the connect
+/// deadline starts once an attempt has its turn.
+static CONNECT_TURNS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(CONCURRENT_CONNECTS);
 /// First and longest pause between two attempts.
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
@@ -87,9 +97,13 @@ impl Reconnect {
 
     fn attempt(&mut self) {
         let backend = self.backend.clone();
-        let pause = self.pause;
+        // Spread the first attempts of producers cut at the same moment.
+        let pause = self.pause + FIRST_PAUSE.mul_f64(fastrand::f64());
         self.pending = Some(tokio::spawn(async move {
             tokio::time::sleep(pause).await;
+            let Ok(_turn) = CONNECT_TURNS.acquire().await else {
+                unreachable!("the connect semaphore is never closed")
+            };
             match tokio::time::timeout(CONNECT_DEADLINE, backend.producer()).await {
                 Ok(result) => result,
                 Err(_) => Err(AdapterError::new(
