@@ -399,3 +399,92 @@ fn a_private_redis_restarted_mid_run_is_survived() {
     let availability = record["availability"]["delivery"].as_f64().unwrap_or(1.0);
     eprintln!("redis restart: delivery availability {availability}, fault {f}");
 }
+
+/// JetStream on a private nats-server killed (SIGKILL) and started again 1 s later
+/// mid-run: its streams, kept in memory, are gone; publishing creates them again, the
+/// subscriptions are made again, and both recover within the run (they used to stay
+/// unavailable to its end). The shared server on 4222 is never touched.
+#[test]
+fn a_private_jetstream_server_killed_and_restarted_mid_run_is_survived() {
+    let Some(bin) = ["nats-server", "/usr/sbin/nats-server"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok()
+        })
+    else {
+        assert!(
+            !tool_required("nats-server"),
+            "nats-server is required (BROKERBENCH_REQUIRE_TOOLS) but not installed (Debian: apt-get install -y nats-server)"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED private jetstream restart: nats-server is not installed"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pidfile = dir.path().join("nats.pid");
+    let start = format!(
+        "{bin} -a 127.0.0.1 -p {port} -js -sd {} -P {} >/dev/null 2>&1 &",
+        dir.path().join("store").display(),
+        pidfile.display()
+    );
+    let stop = format!("kill -9 $(cat {})", pidfile.display());
+    let started = std::process::Command::new("sh")
+        .args(["-c", &start])
+        .status()
+        .unwrap();
+    assert!(started.success());
+    // Kills the private server whatever happens below.
+    struct Private(String);
+    impl Drop for Private {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("sh")
+                .args(["-c", &self.0])
+                .status();
+        }
+    }
+    let _private = Private(stop.clone());
+    let ready = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        pidfile.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(ready, "the private nats-server did not start");
+    let url = format!("nats://127.0.0.1:{port}");
+    let s = scenario(dir.path(), "6s");
+    let record = completed(
+        "jetstream restart",
+        run(
+            dir.path(),
+            "jetstream",
+            &s,
+            &[
+                "--backend",
+                "jetstream",
+                "--url",
+                &url,
+                "--fail-on",
+                "never",
+                "--fault",
+                "kind=restart,at=2s,duration=1s",
+                "--stop-command",
+                &stop,
+                "--start-command",
+                &start,
+            ],
+        ),
+    );
+    let f = &record["faults"][0];
+    assert!(f["skipped"].is_null(), "{f}");
+    assert_eq!(f["publish"]["recovered"], true, "{f}");
+    assert_eq!(f["delivery"]["recovered"], true, "{f}");
+    eprintln!("jetstream restart: fault {f}");
+}
