@@ -488,3 +488,37 @@ fn a_private_jetstream_server_killed_and_restarted_mid_run_is_survived() {
     assert_eq!(f["delivery"]["recovered"], true, "{f}");
     eprintln!("jetstream restart: fault {f}");
 }
+
+/// `targets = "subscribers"`: a partition of the subscribers' connections only leaves
+/// publishing available (every publish confirmed, no gap longer than a second) and makes
+/// delivery unavailable for about its length.
+#[test]
+fn a_subscribers_only_partition_leaves_publishing_available() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = scenario(dir.path(), "5s");
+    let record = completed(
+        "subscribers partition",
+        run(
+            dir.path(),
+            "subscribers",
+            &s,
+            &[
+                "--fault",
+                "kind=partition,at=1s,duration=2s,targets=subscribers",
+            ],
+        ),
+    );
+    let f = &record["faults"][0];
+    assert_eq!(f["targets"], "subscribers", "{f}");
+    assert!(f["connections_cut"].is_u64(), "{f}");
+    let publish = &f["publish"];
+    assert_eq!(publish["failed"], 0, "{f}");
+    assert_eq!(publish["unknown"], 0, "{f}");
+    assert!(ms(&publish["unavailable_ms"]) < 1000.0, "{f}");
+    let delivery = ms(&f["delivery"]["unavailable_ms"]);
+    assert!(
+        (1500.0..=3000.0).contains(&delivery),
+        "delivery unavailable {delivery} ms during a 2 s subscribers-only partition: {f}"
+    );
+    assert_eq!(f["delivery"]["recovered"], true, "{f}");
+}
