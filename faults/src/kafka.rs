@@ -24,6 +24,8 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 
+mod versions;
+
 /// API key of Metadata: the brokers of the cluster.
 pub(crate) const METADATA: i16 = 3;
 /// API key of FindCoordinator: the broker coordinating a group or a transaction.
@@ -64,6 +66,12 @@ impl Call {
     /// Whether the response advertises broker addresses the client will connect to.
     pub(crate) fn advertises_brokers(self) -> bool {
         matches!(self.api_key, METADATA | FIND_COORDINATOR)
+    }
+
+    /// Whether the proxy rewrites the response: those advertising brokers, and
+    /// ApiVersions (see `versions`).
+    pub(crate) fn rewritten(self) -> bool {
+        self.advertises_brokers() || self.api_key == API_VERSIONS
     }
 
     /// Whether this version of the API is flexible (compact strings and arrays, tagged
@@ -138,7 +146,8 @@ pub(crate) fn advertised(call: Call, response: &[u8]) -> Result<Vec<Advertised>,
 
 /// `response` (a response payload to `call`, without its size prefix) as a whole frame
 /// (size prefix included), with every advertised broker address for which `local` gives
-/// an address replaced by that address. Every other byte is kept.
+/// an address replaced by that address. Every other byte is kept. An ApiVersions
+/// response has its newest Produce and Fetch versions lowered instead (see `versions`).
 ///
 /// # Errors
 /// When the payload is cut short or a length is impossible (see [`advertised`]).
@@ -147,6 +156,9 @@ pub(crate) fn relocate(
     response: &[u8],
     mut local: impl FnMut(&str, u16) -> Option<SocketAddr>,
 ) -> Result<Vec<u8>, Malformed> {
+    if call.api_key == API_VERSIONS {
+        return versions::capped(call, response);
+    }
     let flexible = call.flexible();
     let mut frame = Vec::with_capacity(4 + response.len());
     frame.extend_from_slice(&[0; 4]);

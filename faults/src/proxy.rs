@@ -408,7 +408,7 @@ async fn requests(
         from.read_exact(&mut head[..head_len]).await?;
         if head_len == kafka::REQUEST_HEAD {
             let (correlation, call) = kafka::Call::of_request(head);
-            if call.advertises_brokers() {
+            if call.rewritten() {
                 // Recorded before the request goes on, so before its response can come.
                 calls.lock().insert(correlation, call);
             }
