@@ -357,6 +357,7 @@ async fn step(
             cancel: CancellationToken::new(),
             progress: None,
             start_at: None,
+            faults: None,
         },
     )
     .await

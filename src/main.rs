@@ -20,6 +20,7 @@ mod compare;
 mod conform;
 mod embedded;
 mod export;
+mod fault_run;
 mod merge;
 mod report;
 mod run;

@@ -63,11 +63,13 @@ pub struct Args {
     notify: crate::check::NotifyArgs,
     #[command(flatten)]
     shard: crate::shard::ShardArgs,
+    #[command(flatten)]
+    faults: crate::fault_run::FaultArgs,
 }
 
 /// Where a run's broker lives.
 enum Target {
-    Embedded(Box<EmbeddedBroker>),
+    Embedded(Arc<EmbeddedBroker>),
     /// A broker started elsewhere; its pid when it listens on this machine.
     Remote(Option<u32>),
     /// A container started for this run (removed when dropped).
@@ -89,6 +91,22 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(duration) = args.duration {
         scenario = scenario.with_duration(duration)?;
+    }
+    let extra_faults = match args.faults.specs() {
+        Ok(faults) => faults,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(exit::harness_failure());
+        }
+    };
+    if !extra_faults.is_empty() {
+        scenario = match scenario.with_faults(extra_faults) {
+            Ok(s) => s,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return Ok(exit::harness_failure());
+            }
+        };
     }
     // Refuse invalid alert rules before measuring anything.
     let rules = match brokerbench_alerts::parse_rules(&scenario.alerts) {
@@ -129,6 +147,21 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     let run_id = coordination.run_id.clone();
     let quiet = args.json || !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
     let cancel = CancellationToken::new();
+    let fault_run = match crate::fault_run::FaultRun::start(
+        &scenario,
+        &connection,
+        &args.faults,
+        &cancel,
+    )
+    .await
+    {
+        Ok(f) => f,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            connection.close().await;
+            return Ok(exit::harness_failure());
+        }
+    };
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let display = tokio::spawn(show_progress(progress_rx, quiet, scenario.name.clone()));
     let ctrl_c = {
@@ -149,33 +182,46 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     let outcome = brokerbench_bench::run(
         &plan,
-        connection.backend.clone(),
+        fault_run
+            .as_ref()
+            .map_or_else(|| connection.backend.clone(), |f| f.backend.clone()),
         RunOptions {
             broker_pid: connection.broker_pid,
             cancel: cancel.clone(),
             progress: Some(progress_tx),
             start_at: coordination.start_instant(),
+            faults: fault_run.as_ref().map(|f| f.hooks.clone()),
         },
     )
     .await;
     ctrl_c.abort();
     let _ = display.await;
-    let outcome = match outcome {
+    let mut outcome = match outcome {
         Ok(outcome) => outcome,
         Err(brokerbench_bench::EngineError::NotReady(err)) => {
             eprintln!("error: {err}");
+            if let Some(faults) = fault_run {
+                faults.abandon().await;
+            }
             connection.close().await;
             return Ok(exit::not_ready());
         }
         Err(err) => {
             eprintln!("error: {err}");
+            if let Some(faults) = fault_run {
+                faults.abandon().await;
+            }
             connection.close().await;
             return Ok(exit::harness_failure());
         }
     };
     let timing = crate::shard::Timing::of(&outcome);
+    let timeline = outcome.timeline.take();
     let mut record = connection.record(run_id, &scenario, outcome)?;
     coordination.annotate(&mut record, &plan, &scenario, &timing);
+    if let Some(faults) = fault_run {
+        faults.finish(&mut record, timeline).await;
+    }
     if let Some(died) = connection.close().await {
         if !record.partial {
             record.mark_partial(died);
@@ -272,7 +318,7 @@ impl Connection {
             BackendKind::Reference if !configured => {
                 let broker = EmbeddedBroker::start(broker_flags).await?;
                 let url = broker.url().to_string();
-                (Target::Embedded(Box::new(broker)), url)
+                (Target::Embedded(Arc::new(broker)), url)
             }
             kind => {
                 let url = kind.resolve_url_with(url, |_| from_env);
@@ -368,11 +414,24 @@ impl Connection {
         matches!(self.target, Target::Embedded(_))
     }
 
+    /// The embedded reference broker started for these runs, to restart it.
+    pub(crate) fn embedded(&self) -> Option<Arc<EmbeddedBroker>> {
+        match &self.target {
+            Target::Embedded(broker) => Some(broker.clone()),
+            _ => None,
+        }
+    }
+
+    /// The backend kind.
+    pub(crate) fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
     /// Stops what was started for the runs (the embedded broker; a container is removed
     /// when dropped). Returns why the embedded broker died, if it did.
     pub(crate) async fn close(self) -> Option<String> {
         match self.target {
-            Target::Embedded(mut broker) => {
+            Target::Embedded(broker) => {
                 let died = broker
                     .exited()
                     .map(|status| format!("the embedded broker died during the run ({status})"));

@@ -15,8 +15,10 @@ fn every_builtin_scenario_runs_on_the_embedded_broker() {
         .lines()
         .map(|l| l.split_whitespace().next().unwrap().to_string())
         .collect();
-    assert_eq!(names.len(), 6, "{names:?}");
-    for name in &names {
+    assert_eq!(names.len(), 7, "{names:?}");
+    // chat-under-faults restarts the broker, which loses what it held by design: it has
+    // its own tests (tests/faults.rs) and runs on every backend in scripts/all-backends.
+    for name in names.iter().filter(|n| *n != "chat-under-faults") {
         let out = dir.path().join(format!("{name}.json"));
         // Long enough for offline-catchup's subscriber to drop off and come back.
         let duration = if name == "offline-catchup" {

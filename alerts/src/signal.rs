@@ -84,12 +84,43 @@ pub enum Counter {
     Late,
 }
 
+/// A figure of a fault window (the record's `faults` list), the worst over the run's
+/// faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultFigure {
+    /// `fault.publish.recovery`: from the heal to the first confirmed publish due after it.
+    PublishRecovery,
+    /// `fault.delivery.recovery`: from the heal to the first delivery due after it.
+    DeliveryRecovery,
+    /// `fault.publish.unavailable`: the longest stretch with publishes due, none confirmed.
+    PublishUnavailable,
+    /// `fault.delivery.unavailable`: the longest stretch with deliveries due, none made.
+    DeliveryUnavailable,
+    /// `fault.lost`: confirmed messages of a window some subscriber never got.
+    Lost,
+    /// `fault.duplicated`: duplicate deliveries of a window's messages.
+    Duplicated,
+}
+
+const FAULT_FIGURES: [(&str, FaultFigure); 6] = [
+    ("fault.publish.recovery", FaultFigure::PublishRecovery),
+    ("fault.delivery.recovery", FaultFigure::DeliveryRecovery),
+    ("fault.publish.unavailable", FaultFigure::PublishUnavailable),
+    (
+        "fault.delivery.unavailable",
+        FaultFigure::DeliveryUnavailable,
+    ),
+    ("fault.lost", FaultFigure::Lost),
+    ("fault.duplicated", FaultFigure::Duplicated),
+];
+
 /// A figure of a run record that a rule watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
     /// A latency percentile, e.g. `e2e.p99`, `publish.p50`, `send_delay.max`.
     Latency(Latency, Quantile),
-    /// `availability` or `delivery.availability`: delivered / (delivered + lost + late).
+    /// `availability` or `delivery.availability`: delivered / (delivered + lost + late +
+    /// undelivered).
     DeliveryAvailability,
     /// `publish.availability`: confirmed / attempted publishes.
     PublishAvailability,
@@ -103,6 +134,9 @@ pub enum Signal {
     Rss,
     /// A correctness counter: `lost`, `duplicated`, `reordered`, `phantom`, `late`.
     Correctness(Counter),
+    /// A figure of the fault windows, worst over the faults (`fault.publish.recovery`,
+    /// ...); no data for a run without faults. Whole-run only: an interval has none.
+    Fault(FaultFigure),
 }
 
 const LATENCIES: [(&str, Latency); 5] = [
@@ -136,7 +170,8 @@ fn name_in<T: PartialEq>(table: &[(&'static str, T)], x: T) -> &'static str {
 pub const SIGNAL_NAMES: &str = "e2e.p50|p90|p99|p999|max, e2e_uncorrected.*, publish.*, \
 publish_uncorrected.*, send_delay.*, availability, delivery.availability, \
 publish.availability, throughput, delivery.throughput, cpu, rss, lost, duplicated, \
-reordered, phantom, late";
+reordered, phantom, late, fault.publish.recovery, fault.delivery.recovery, \
+fault.publish.unavailable, fault.delivery.unavailable, fault.lost, fault.duplicated";
 
 /// One value of a signal and the number of samples behind it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -178,6 +213,9 @@ impl Signal {
         if let Some((_, c)) = COUNTERS.iter().find(|(n, _)| *n == name) {
             return Some(Self::Correctness(*c));
         }
+        if let Some((_, f)) = FAULT_FIGURES.iter().find(|(n, _)| *n == name) {
+            return Some(Self::Fault(*f));
+        }
         let (stem, q) = name.split_once('.')?;
         let latency = LATENCIES.iter().find(|(n, _)| *n == stem)?.1;
         let quantile = QUANTILES.iter().find(|(n, _)| *n == q)?.1;
@@ -193,11 +231,16 @@ impl Signal {
             Self::Cpu => Unit::Cores,
             Self::Rss => Unit::Bytes,
             Self::Correctness(_) => Unit::Count,
+            Self::Fault(FaultFigure::Lost | FaultFigure::Duplicated) => Unit::Count,
+            Self::Fault(_) => Unit::Seconds,
         }
     }
 
     /// The whole run's value.
     pub fn of_run(self, record: &RunRecord) -> Observation {
+        if let Self::Fault(which) = self {
+            return fault_figure(record, which);
+        }
         let f = &record.figures;
         self.observe(&Figures {
             latency: &f.latency,
@@ -228,9 +271,18 @@ impl Signal {
     }
 
     fn observe(self, f: &Figures<'_>) -> Observation {
+        if let Self::Fault(_) = self {
+            return Observation {
+                value: None,
+                samples: 0,
+            };
+        }
         // Deliveries a subscriber was owed: what delivery availability and the
         // correctness counters stand on.
-        let owed = f.volume.delivered + f.correctness.lost + f.correctness.late;
+        let owed = f.volume.delivered
+            + f.correctness.lost
+            + f.correctness.late
+            + f.correctness.undelivered;
         let (value, samples) = match self {
             Self::Latency(l, q) => return latency(f.latency, l, q),
             Self::DeliveryAvailability => (f.delivery_availability, owed),
@@ -240,6 +292,7 @@ impl Signal {
             Self::Cpu => (f.cpu_percent.map(|p| p / 100.0), f.cpu_samples),
             Self::Rss => (f.rss_bytes.map(|b| b as f64), f.rss_samples),
             Self::Correctness(c) => (Some(counter(f.correctness, c)), owed),
+            Self::Fault(_) => (None, 0),
         };
         Observation { value, samples }
     }
@@ -286,6 +339,29 @@ impl Signal {
                 "brokerbench_correctness_anomalies_total",
                 vec![("kind", name_in(&COUNTERS, c))],
             ),
+            Self::Fault(f) => match f {
+                FaultFigure::PublishRecovery => (
+                    "brokerbench_fault_recovery_seconds",
+                    vec![("operation", "publish")],
+                ),
+                FaultFigure::DeliveryRecovery => (
+                    "brokerbench_fault_recovery_seconds",
+                    vec![("operation", "delivery")],
+                ),
+                FaultFigure::PublishUnavailable => (
+                    "brokerbench_fault_unavailable_seconds",
+                    vec![("operation", "publish")],
+                ),
+                FaultFigure::DeliveryUnavailable => (
+                    "brokerbench_fault_unavailable_seconds",
+                    vec![("operation", "delivery")],
+                ),
+                FaultFigure::Lost => ("brokerbench_fault_anomalies_total", vec![("kind", "lost")]),
+                FaultFigure::Duplicated => (
+                    "brokerbench_fault_anomalies_total",
+                    vec![("kind", "duplicated")],
+                ),
+            },
         }
     }
 }
@@ -303,6 +379,7 @@ impl fmt::Display for Signal {
             Self::Cpu => f.write_str("cpu"),
             Self::Rss => f.write_str("rss"),
             Self::Correctness(c) => f.write_str(name_in(&COUNTERS, *c)),
+            Self::Fault(x) => f.write_str(name_in(&FAULT_FIGURES, *x)),
         }
     }
 }
@@ -325,6 +402,30 @@ fn latency(set: &LatencySummaries, l: Latency, q: Quantile) -> Observation {
     Observation {
         value: us.map(|us| us / 1e6),
         samples: s.count,
+    }
+}
+
+/// The worst value of a fault figure over the injected faults of `record`; samples are
+/// the faults judged. A side that never recovered counts its whole unavailable stretch
+/// (or the time from the heal to the end of the run) as its recovery.
+fn fault_figure(record: &RunRecord, which: FaultFigure) -> Observation {
+    let mut worst: Option<f64> = None;
+    let mut samples = 0;
+    for f in record.faults.iter().filter(|f| f.injected_s.is_some()) {
+        let value = match which {
+            FaultFigure::PublishRecovery => f.publish.outage.recovery_s(),
+            FaultFigure::DeliveryRecovery => f.delivery.outage.recovery_s(),
+            FaultFigure::PublishUnavailable => f.publish.outage.unavailable_ms / 1e3,
+            FaultFigure::DeliveryUnavailable => f.delivery.outage.unavailable_ms / 1e3,
+            FaultFigure::Lost => f.delivery.lost as f64,
+            FaultFigure::Duplicated => f.delivery.duplicated as f64,
+        };
+        samples += 1;
+        worst = Some(worst.map_or(value, |w: f64| w.max(value)));
+    }
+    Observation {
+        value: worst,
+        samples,
     }
 }
 
@@ -357,6 +458,9 @@ mod tests {
             "rss",
             "lost",
             "late",
+            "fault.publish.recovery",
+            "fault.delivery.unavailable",
+            "fault.lost",
         ] {
             let s = Signal::parse(name).unwrap_or_else(|| panic!("{name}"));
             assert_eq!(s.to_string(), name);

@@ -36,8 +36,10 @@ use tokio_util::sync::CancellationToken;
 use crate::envelope::{Envelope, HEADER_LEN};
 use crate::pacer::Pacer;
 use crate::plan::{Join, Plan, ReplyPlan};
+use crate::resilience::{Reconnect, bounded, resubscribe_until};
 use crate::resources::ProcessSampler;
 use crate::schedule::Schedule;
+use crate::timeline::{Arrival, DeliveryEvent, FaultHooks, PublishEvent, Settle, Timeline};
 
 /// Lead time between "everyone is ready" and the first due message, so every task is
 /// parked on its first deadline when the clock starts.
@@ -154,6 +156,9 @@ pub struct RunOptions {
     /// Wall-clock instant at which the measured phase must begin (the warm-up starts
     /// that much earlier); `None` to start as soon as set-up is done.
     pub start_at: Option<std::time::SystemTime>,
+    /// Set for a run with faults: subscribers' own backend, the measured phase's start,
+    /// and a [`Timeline`] of every publish and delivery in the outcome.
+    pub faults: Option<FaultHooks>,
 }
 
 /// What a run measured.
@@ -177,6 +182,8 @@ pub struct RunOutcome {
     pub replayed: u64,
     /// Publishes without a confirmation that were delivered all the same.
     pub recovered: u64,
+    /// Every measured publish and delivery, for a run with faults.
+    pub timeline: Option<Timeline>,
 }
 
 /// The capabilities a plan needs from a backend.
@@ -266,6 +273,10 @@ struct Shared {
     scheduled_topics: usize,
     /// Producer ids of each topic of the plan.
     topic_producers: Vec<Vec<u32>>,
+    /// Keep every measured publish and delivery (a run with faults).
+    record_timeline: bool,
+    /// A publish without an outcome after this long counts as unknown.
+    publish_deadline: Option<Duration>,
 }
 
 impl Shared {
@@ -288,6 +299,10 @@ struct ConsumerResult {
     error: Option<String>,
     joined: bool,
     receipts: Option<ProducerResult>,
+    /// Its deliveries, for the timeline.
+    events: Vec<DeliveryEvent>,
+    /// What happened to it on the way (re-established subscriptions).
+    notes: Vec<String>,
 }
 
 /// What a producer task hands back.
@@ -296,6 +311,8 @@ struct ProducerResult {
     confirmed: SequenceSet,
     /// Sequences whose outcome was failed or unknown (delivered anyway = recovered).
     unconfirmed: SequenceSet,
+    /// Its publishes, for the timeline (scheduled producers of a run with faults).
+    events: Option<Vec<PublishEvent>>,
 }
 
 /// Runs `plan` on `backend`.
@@ -405,6 +422,8 @@ pub async fn run(
         started: CancellationToken::new(),
         scheduled_topics: plan.topics.len(),
         topic_producers,
+        record_timeline: options.faults.is_some(),
+        publish_deadline: options.faults.as_ref().map(|h| h.publish_deadline),
     });
 
     let outcome = run_prepared(
@@ -445,6 +464,12 @@ async fn run_prepared(
     // Whatever way this function returns, no task of the run outlives it.
     let _stop_consumers_on_exit = stop_consumers.clone().drop_guard();
     let _stop_inboxes_on_exit = stop_inboxes.clone().drop_guard();
+    // Subscriptions and receipt senders may have a path of their own to the broker.
+    let subscribers: Arc<dyn Backend> = options
+        .faults
+        .as_ref()
+        .and_then(|h| h.subscriber_backend.clone())
+        .unwrap_or_else(|| backend.clone());
 
     // 1. Subscribers that are there from the start: ready before the clock starts.
     let mut start_subs = Vec::new();
@@ -465,7 +490,7 @@ async fn run_prepared(
     let ready = futures::future::join_all(
         start_subs
             .iter()
-            .map(|(_, _, spec)| backend.subscribe(spec.clone())),
+            .map(|(_, _, spec)| subscribers.subscribe(spec.clone())),
     )
     .await;
     let mut consumers = Vec::new();
@@ -479,13 +504,13 @@ async fn run_prepared(
             } => Some(Absence {
                 offline_after,
                 rejoin_after,
-                backend: backend.clone(),
+                backend: subscribers.clone(),
                 spec: spec.clone(),
             }),
             _ => None,
         };
         let replier = match (sub.reply, reply_ids[*ti][*si]) {
-            (Some(plan), Some(id)) => Some(Replier::new(plan, id, backend.producer().await?)),
+            (Some(plan), Some(id)) => Some(Replier::new(plan, id, subscribers.producer().await?)),
             _ => None,
         };
         let role = Role {
@@ -493,6 +518,7 @@ async fn run_prepared(
             replier,
             first_eligible: Vec::new(),
             absence,
+            resubscribe: Some((subscribers.clone(), spec.clone())),
         };
         consumers.push(tokio::spawn(consume(
             shared.clone(),
@@ -506,12 +532,15 @@ async fn run_prepared(
     let mut inbox_consumers = Vec::new();
     for (k, name) in inbox_topics.iter().enumerate() {
         let spec = SubscriptionSpec::new(name.clone());
-        let subscription = backend.subscribe(spec).await?;
+        let subscription = subscribers.subscribe(spec.clone()).await?;
         inbox_consumers.push(tokio::spawn(consume(
             shared.clone(),
             plan.topics.len() + k,
             subscription,
-            Role::default(),
+            Role {
+                resubscribe: Some((subscribers.clone(), spec)),
+                ..Role::default()
+            },
             Recorder::new(snapshots.clone()),
             stop_inboxes.clone(),
         )));
@@ -543,6 +572,9 @@ async fn run_prepared(
     };
     let _ = shared.clock.set(clock);
     shared.started.cancel();
+    if let Some(hooks) = &options.faults {
+        hooks.measure_start.send_replace(Some(epoch + plan.warmup));
+    }
 
     let stop_producers = options.cancel.child_token();
     let mut producer_tasks = Vec::new();
@@ -554,7 +586,7 @@ async fn run_prepared(
         producer_tasks.push(tokio::spawn(produce(
             shared.clone(),
             id as u32,
-            handle,
+            (backend.clone(), handle),
             template,
             (*p).clone(),
             pacer.clone(),
@@ -568,7 +600,7 @@ async fn run_prepared(
             if let Join::Late { after, from } = sub.join {
                 let spec =
                     subscription_spec(&topic_names[ti], topic.delivery, &topic.name, sub.ack, from);
-                let backend = backend.clone();
+                let backend = subscribers.clone();
                 let shared = shared.clone();
                 let recorder = Recorder::new(snapshots.clone());
                 let stop = stop_consumers.clone();
@@ -579,7 +611,7 @@ async fn run_prepared(
                         _ = tokio::time::sleep_until((epoch + after).into()) => {}
                         _ = stop.cancelled() => return not_joined(ti),
                     }
-                    let subscription = match backend.subscribe(spec).await {
+                    let subscription = match backend.subscribe(spec.clone()).await {
                         Ok(s) => s,
                         Err(err) => {
                             let mut result = not_joined(ti);
@@ -606,6 +638,7 @@ async fn run_prepared(
                         replier,
                         first_eligible: first,
                         absence: None,
+                        resubscribe: Some((backend.clone(), spec)),
                     };
                     consume(shared, ti, subscription, role, recorder, stop).await
                 }));
@@ -715,11 +748,31 @@ async fn run_prepared(
         &mut notes,
     );
     for r in &results {
+        notes.extend(r.notes.iter().cloned());
         if let Some(err) = &r.error {
             notes.push(err.clone());
         }
     }
-    if partial.is_none() {
+    let timeline = shared.record_timeline.then(|| {
+        let measured_ns = plan.duration.as_nanos() as u64;
+        Timeline {
+            publishes: all_producer_results
+                .iter_mut()
+                .filter_map(|p| p.events.take())
+                .flatten()
+                .collect(),
+            deliveries: results
+                .iter_mut()
+                .flat_map(|r| std::mem::take(&mut r.events))
+                .collect(),
+            fanout: fanout(plan, shared),
+            measured_ns,
+            observed_until_ns: measured_ns + plan.drain.as_nanos() as u64,
+        }
+    });
+    // Under faults a subscription that could not be re-established is a measured
+    // outcome (deliveries due and missing), not a broken run.
+    if partial.is_none() && options.faults.is_none() {
         if let Some(err) = results.iter().find_map(|r| r.error.as_ref()) {
             if err.contains("closed") || err.contains("lost") || err.contains("connection") {
                 partial = Some(format!("a subscription ended early: {err}"));
@@ -738,7 +791,29 @@ async fn run_prepared(
         notes,
         replayed,
         recovered,
+        timeline,
     })
+}
+
+/// Deliveries each message of a producer is due, by producer id: its topic's start-time
+/// subscribers (fan-out) or one (competing consumers); 0 for receipt senders.
+fn fanout(plan: &Plan, shared: &Shared) -> Vec<u32> {
+    let mut out = vec![0u32; shared.producers.len()];
+    for (ti, topic) in plan.topics.iter().enumerate() {
+        let at_start = topic
+            .subscribers
+            .iter()
+            .filter(|s| matches!(s.join, Join::AtStart | Join::Returning { .. }))
+            .count() as u32;
+        let due = match topic.delivery {
+            DeliveryMode::All => at_start,
+            DeliveryMode::One => u32::from(at_start > 0),
+        };
+        for &id in &shared.topic_producers[ti] {
+            out[id as usize] = due;
+        }
+    }
+    out
 }
 
 fn not_joined(topic: usize) -> ConsumerResult {
@@ -750,6 +825,8 @@ fn not_joined(topic: usize) -> ConsumerResult {
         error: None,
         joined: false,
         receipts: None,
+        events: Vec::new(),
+        notes: Vec::new(),
     }
 }
 
@@ -820,7 +897,7 @@ fn expected_deliveries(plan: &Plan, shared: &Shared) -> Vec<u64> {
 async fn produce(
     shared: Arc<Shared>,
     id: u32,
-    producer: Producer,
+    (backend, mut producer): (Arc<dyn Backend>, Producer),
     template: PublishRequest,
     plan: crate::plan::ProducerPlan,
     pacer: Arc<Pacer>,
@@ -844,7 +921,11 @@ async fn produce(
         .as_ref()
         .map(|k| (0..k.count).map(|i| Arc::from(format!("k{i}"))).collect())
         .unwrap_or_default();
+    let mut reconnect = Reconnect::new(backend);
     let mut outbox = Outbox::new(id);
+    if shared.record_timeline {
+        outbox.result.events = Some(Vec::new());
+    }
     let mut seq = 0u64;
     'schedule: while let Some(due_ns) = schedule.due_ns(seq) {
         let due = clock.epoch + Duration::from_nanos(due_ns);
@@ -860,7 +941,13 @@ async fn produce(
                 biased;
                 _ = stop.cancelled() => break 'schedule,
                 Some(done) = outbox.in_flight.next(), if !outbox.in_flight.is_empty() => {
+                    reconnect.observe(done.2, &done.3);
                     outbox.settle(&shared, &clock, &mut recorder, done);
+                }
+                fresh = reconnect.next(), if reconnect.pending() => {
+                    if let Some(fresh) = fresh {
+                        producer = fresh;
+                    }
                 }
                 _ = &mut sleep, if !slept => slept = true,
             }
@@ -882,7 +969,12 @@ async fn produce(
             request = request.key(keys[k.sample(&mut rng) as usize].clone());
         }
         info.next_seq.store(seq + 1, Ordering::Release);
-        outbox.push(seq, due_ns, sent, producer.publish(request));
+        outbox.push(
+            seq,
+            due_ns,
+            sent,
+            bounded(producer.publish(request), shared.publish_deadline),
+        );
         seq += 1;
     }
     let result = outbox.finish(&shared, &clock, &mut recorder).await;
@@ -930,6 +1022,7 @@ impl Outbox {
                 id,
                 confirmed: SequenceSet::new(),
                 unconfirmed: SequenceSet::new(),
+                events: None,
             },
             progress: ProgressCount::new(),
         }
@@ -965,6 +1058,19 @@ impl Outbox {
         let now_ns = clock.measured(now).unwrap_or(0);
         // A message is never sent before it is due, so `sent` is in the measured phase.
         let sent_ns = clock.measured(sent).unwrap_or(intended).max(intended);
+        if let Some(events) = self.result.events.as_mut() {
+            events.push(PublishEvent {
+                producer: self.result.id,
+                seq,
+                intended_ns: intended,
+                settled_ns: now_ns,
+                outcome: match outcome {
+                    PublishOutcome::Ok | PublishOutcome::Duplicate => Settle::Confirmed,
+                    PublishOutcome::Failed(_) => Settle::Failed,
+                    PublishOutcome::Unknown => Settle::Unknown,
+                },
+            });
+        }
         match outcome {
             PublishOutcome::Ok | PublishOutcome::Duplicate => {
                 recorder.record_publish_ok(now_ns, intended, sent_ns);
@@ -994,7 +1100,30 @@ impl Outbox {
         clock: &Clock,
         recorder: &mut Recorder,
     ) -> ProducerResult {
-        while let Some(done) = self.in_flight.next().await {
+        // Under faults a broker may never answer: what is still in flight at the drain
+        // deadline counts as unknown, so the run ends on time.
+        let give_up = shared.publish_deadline.map(|_| clock.deadline);
+        loop {
+            let next = match give_up {
+                None => self.in_flight.next().await,
+                Some(at) => match tokio::time::timeout_at(at.into(), self.in_flight.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        let left: Vec<(u64, u64, Instant)> = self
+                            .in_flight
+                            .iter()
+                            .map(|f| (f.seq, f.due_ns, f.sent))
+                            .collect();
+                        self.in_flight = FuturesUnordered::new();
+                        for (seq, due_ns, sent) in left {
+                            let unknown = (seq, due_ns, sent, PublishOutcome::Unknown);
+                            self.settle(shared, clock, recorder, unknown);
+                        }
+                        None
+                    }
+                },
+            };
+            let Some(done) = next else { break };
             self.settle(shared, clock, recorder, done);
         }
         self.progress.flush(&shared.live.published);
@@ -1095,6 +1224,9 @@ struct Role {
     first_eligible: Vec<u64>,
     /// Goes away and comes back (a returning subscriber).
     absence: Option<Absence>,
+    /// How to subscribe again when the subscription ends under it (the broker restarted,
+    /// the connection was cut).
+    resubscribe: Option<(Arc<dyn Backend>, SubscriptionSpec)>,
 }
 
 async fn consume(
@@ -1110,6 +1242,7 @@ async fn consume(
         mut replier,
         first_eligible,
         absence,
+        resubscribe,
     } = role;
     // A returning subscriber's absence is timed on the run clock, which only starts once
     // every subscriber is ready: wait for it (nothing is published before it starts).
@@ -1134,7 +1267,10 @@ async fn consume(
         error: None,
         joined: true,
         receipts: None,
+        events: Vec::new(),
+        notes: Vec::new(),
     };
+    let mut reestablished = 0u64;
     let mut delivered_progress = ProgressCount::new();
     loop {
         let in_flight = replier
@@ -1178,13 +1314,44 @@ async fn consume(
             item = next_delivery(&mut subscription) => item,
         };
         let delivery = match item {
-            None => break,
-            Some(Err(err)) => {
-                result.error = Some(format!("subscription to {topic_name} ended: {err}"));
-                shared.live.errors.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
             Some(Ok(delivery)) => delivery,
+            None if resubscribe.is_none() => break,
+            ended => {
+                let why = match ended {
+                    Some(Err(err)) => err.to_string(),
+                    _ => "the broker closed it".to_owned(),
+                };
+                shared.live.errors.fetch_add(1, Ordering::Relaxed);
+                drop(subscription.take());
+                let again = match &resubscribe {
+                    Some((backend, spec)) => resubscribe_until(backend, spec, &stop).await,
+                    None => None,
+                };
+                match again {
+                    Some((s, after)) => {
+                        subscription = Some(s);
+                        reestablished += 1;
+                        if reestablished == 1 {
+                            result.notes.push(format!(
+                                "subscription to {topic_name} ended ({why}) and was re-established after {} ms",
+                                after.as_millis()
+                            ));
+                        }
+                        continue;
+                    }
+                    None => {
+                        result.error = Some(format!(
+                            "subscription to {topic_name} ended: {why}{}",
+                            if resubscribe.is_some() {
+                                "; it could not be re-established before the end of the run"
+                            } else {
+                                ""
+                            }
+                        ));
+                        break;
+                    }
+                }
+            }
         };
         if delivery.sequence.is_some() {
             last_sequence = delivery.sequence;
@@ -1212,6 +1379,11 @@ async fn consume(
         }
     }
     delivered_progress.flush(&shared.live.delivered);
+    if reestablished > 1 {
+        result.notes.push(format!(
+            "subscription to {topic_name} was re-established {reestablished} times in all"
+        ));
+    }
     if let Some(r) = replier {
         let receipts = r
             .outbox
@@ -1276,7 +1448,26 @@ fn handle_delivery(
         .saturating_sub(clock.warmup_ns)
         .max(intended);
     let class = tracker.observe(u64::from(envelope.producer), envelope.seq);
-    if delivery.received_at > clock.deadline {
+    let late = delivery.received_at > clock.deadline;
+    let arrival = match class {
+        _ if late => Some(Arrival::Late),
+        SeqDelivery::First => Some(Arrival::First),
+        SeqDelivery::Reordered => Some(Arrival::Reordered),
+        SeqDelivery::Duplicate => Some(Arrival::Duplicate),
+        SeqDelivery::OutOfRange => None,
+    };
+    if let Some(arrival) = arrival.filter(|_| shared.record_timeline) {
+        if topic < shared.scheduled_topics {
+            result.events.push(DeliveryEvent {
+                producer: envelope.producer,
+                seq: envelope.seq,
+                intended_ns: intended,
+                received_ns: now_ns,
+                arrival,
+            });
+        }
+    }
+    if late {
         recorder.record_late(now_ns);
         return None;
     }
@@ -1343,6 +1534,12 @@ fn account(
                                 collector.record_lost(interval_for(pid, seq), 1);
                             }
                         }
+                        // Due all the same: delivery availability counts them.
+                        for seq in sent.unconfirmed.iter().filter(|s| *s >= first) {
+                            if !received.contains(seq) {
+                                collector.record_undelivered(interval_for(pid, seq), 1);
+                            }
+                        }
                         recovered += sent.unconfirmed.intersection_len(received);
                     }
                 }
@@ -1356,6 +1553,9 @@ fn account(
                     }
                     for seq in sent.confirmed.difference(&union) {
                         collector.record_lost(interval_for(pid, seq), 1);
+                    }
+                    for seq in sent.unconfirmed.difference(&union) {
+                        collector.record_undelivered(interval_for(pid, seq), 1);
                     }
                     recovered += sent.unconfirmed.intersection_len(&union);
                     let cross_duplicates = total - union.len();

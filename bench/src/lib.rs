@@ -9,15 +9,20 @@
 //! - [`engine`]: runs a plan against a backend and measures it.
 //! - [`start`]: starting the measured phase at a wall-clock instant shared by shards.
 //! - [`resources`]: CPU and memory of the broker process.
+//! - [`timeline`]: every publish and delivery of a run with faults, and the engine's
+//!   fault hooks; [`fault_figures`]: the figures of each fault window, read from it.
 
 pub mod engine;
 pub mod envelope;
+pub mod fault_figures;
 pub mod hex;
 pub mod pacer;
 pub mod plan;
+mod resilience;
 pub mod resources;
 pub mod schedule;
 pub mod start;
+pub mod timeline;
 
 pub use engine::{
     EngineError, Phase, Progress, RunOptions, RunOutcome, required_capabilities, run,

@@ -80,7 +80,8 @@ pub fn publish_availability(counters: &Counters) -> Option<f64> {
     ratio(counters.published, counters.attempted())
 }
 
-/// Delivery availability: delivered / (delivered + lost + late); `None` when no
+/// Delivery availability: delivered / (delivered + missing + late), where missing is the
+/// lost deliveries plus those due for failed or unanswered publishes; `None` when no
 /// delivery was due.
 pub fn delivery_availability(delivered: u64, lost: u64, late: u64) -> Option<f64> {
     ratio(delivered, delivered + lost + late)
@@ -95,11 +96,13 @@ fn is_unavailable(counters: &Counters, lost: u64) -> bool {
 /// The figures of one interval from what was counted in it: `offered` scheduled,
 /// `lost` deliveries attributed to it. The one rule for the collector and for
 /// [`merge`](crate::merge()), which sums its inputs' counts and applies it again.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn interval_figures(
     index: u64,
     counters: &Counters,
     offered: u64,
     lost: u64,
+    undelivered: u64,
     latency: LatencySummaries,
     histograms: EncodedHistograms,
     compute: IntervalCompute,
@@ -109,11 +112,14 @@ pub(crate) fn interval_figures(
         latency,
         availability: IntervalAvailability {
             publish: publish_availability(counters),
-            delivery: delivery_availability(counters.delivered, lost, counters.late),
-            unavailable: is_unavailable(counters, lost),
+            delivery: delivery_availability(counters.delivered, lost + undelivered, counters.late),
+            unavailable: is_unavailable(counters, lost + undelivered),
         },
         volume: VolumeFigures::new(counters, counters, offered, 1.0),
-        correctness: CorrectnessFigures::new(counters, lost),
+        correctness: CorrectnessFigures {
+            undelivered,
+            ..CorrectnessFigures::new(counters, lost)
+        },
         compute,
         histograms,
     }
@@ -124,11 +130,12 @@ pub(crate) fn interval_figures(
 pub(crate) fn run_availability(
     totals: &Counters,
     lost: u64,
+    undelivered: u64,
     unavailable_intervals: u64,
 ) -> AvailabilityFigures {
     AvailabilityFigures {
         publish: publish_availability(totals),
-        delivery: delivery_availability(totals.delivered, lost, totals.late),
+        delivery: delivery_availability(totals.delivered, lost + undelivered, totals.late),
         unavailable_intervals,
     }
 }
@@ -149,6 +156,7 @@ struct IntervalState {
     counters: Counters,
     offered: u64,
     lost: u64,
+    undelivered: u64,
     cpu_sum: f64,
     cpu_samples: u64,
     rss_sum: u128,
@@ -258,6 +266,12 @@ impl Collector {
         self.intervals.entry(interval).or_default().lost += count;
     }
 
+    /// Adds `count` deliveries attributed to `interval` that were due for a publish that
+    /// failed or got no answer and never came (see `CorrectnessFigures::undelivered`).
+    pub fn record_undelivered(&mut self, interval: u64, count: u64) {
+        self.intervals.entry(interval).or_default().undelivered += count;
+    }
+
     /// Records one broker resource sample for `interval`. Several samples in one
     /// interval are averaged. A non-finite or negative CPU figure is ignored.
     pub fn record_broker_sample(&mut self, interval: u64, cpu_percent: f64, rss_bytes: u64) {
@@ -299,7 +313,7 @@ impl Collector {
         // run whose publishes only complete in the drain shows as saturated.
         let mut in_phase = Counters::default();
         let measured_intervals = measured.as_secs() + u64::from(measured.subsec_nanos() > 0);
-        let (mut offered, mut lost) = (0u64, 0u64);
+        let (mut offered, mut lost, mut undelivered) = (0u64, 0u64, 0u64);
         let mut unavailable_intervals = 0u64;
         let (mut cpu_sum, mut cpu_samples, mut cpu_max) = (0.0f64, 0u64, None::<f64>);
         let (mut rss_sum, mut rss_samples, mut rss_max) = (0u128, 0u64, None::<u64>);
@@ -324,8 +338,9 @@ impl Collector {
             }
             offered += state.offered;
             lost += state.lost;
+            undelivered += state.undelivered;
 
-            unavailable_intervals += u64::from(is_unavailable(&c, state.lost));
+            unavailable_intervals += u64::from(is_unavailable(&c, state.lost + state.undelivered));
 
             let cpu = (state.cpu_samples > 0).then(|| state.cpu_sum / state.cpu_samples as f64);
             let rss = (state.rss_samples > 0).then(|| {
@@ -347,6 +362,7 @@ impl Collector {
                 &c,
                 state.offered,
                 state.lost,
+                state.undelivered,
                 sealed.summaries.clone(),
                 sealed.encoded.clone(),
                 IntervalCompute {
@@ -359,9 +375,12 @@ impl Collector {
         Ok(RunFigures {
             duration_s,
             latency: LatencySummaries::of(&self.run),
-            availability: run_availability(&totals, lost, unavailable_intervals),
+            availability: run_availability(&totals, lost, undelivered, unavailable_intervals),
             volume: VolumeFigures::new(&totals, &in_phase, offered, duration_s),
-            correctness: CorrectnessFigures::new(&totals, lost),
+            correctness: CorrectnessFigures {
+                undelivered,
+                ..CorrectnessFigures::new(&totals, lost)
+            },
             compute: ComputeFigures {
                 cpu_percent: (cpu_samples > 0).then(|| cpu_sum / cpu_samples as f64),
                 cpu_percent_max: cpu_max,

@@ -19,6 +19,7 @@
 //! - [`openmetrics`]: a record's figures as OpenMetrics / Prometheus text.
 //! - [`conformance`]: the conformance matrix (checks × backends), its JSON document and
 //!   its terminal, markdown and JUnit renderings.
+//! - [`faults`]: what each fault injected during a run did (the record's `faults` list).
 //! - [`xml`]: escaping for the JUnit documents.
 //!
 //! The JSON schema is documented in `results/README.md`.
@@ -26,6 +27,7 @@
 pub mod collector;
 pub mod compare;
 pub mod conformance;
+pub mod faults;
 pub mod histogram;
 pub mod hlog;
 mod human;
@@ -45,6 +47,7 @@ pub use conformance::{
     BackendColumn, Cell, ConformanceReport, Counts, Expectation, Gate,
     Verdict as ConformanceVerdict,
 };
+pub use faults::{FaultDelivery, FaultFigures, FaultLatency, FaultPublish, Outage, OutsideFaults};
 pub use histogram::{HistogramError, LatencyHistogram, Summary};
 pub use hlog::{HlogError, read_interval_log, write_interval_log};
 pub use merge::{MergeError, merge};

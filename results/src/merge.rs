@@ -102,6 +102,7 @@ fn add_correctness(into: &mut CorrectnessFigures, other: &CorrectnessFigures) {
     into.late += other.late;
     into.recovered += other.recovered;
     into.replayed += other.replayed;
+    into.undelivered += other.undelivered;
 }
 
 /// The event counters stored figures were made from, so the summed counts go through
@@ -211,6 +212,7 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
             &counters_of(&volume, &correctness),
             volume.offered,
             correctness.lost,
+            correctness.undelivered,
             LatencySummaries::of(&set),
             encode(format!("interval {index}"), &set)?,
             IntervalCompute {
@@ -263,6 +265,7 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
         availability: run_availability(
             &counters_of(&volume, &correctness),
             correctness.lost,
+            correctness.undelivered,
             intervals
                 .iter()
                 .filter(|i| i.availability.unavailable)
@@ -378,6 +381,9 @@ pub fn merge(records: &[RunRecord]) -> Result<RunRecord, MergeError> {
         scenario_hash: None,
         shard: None,
         start: None,
+        // Fault windows are per run: the merged record keeps each shard's in its own file.
+        faults: Vec::new(),
+        faults_outside: None,
     };
     if let Some(set) = &shards {
         annotate_merged(records, set, &mut merged);

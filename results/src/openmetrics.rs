@@ -475,10 +475,92 @@ pub fn render_metrics(record: &RunRecord, format: MetricsFormat) -> Result<Strin
         "Intervals with a failed or unknown publish, or a lost or late delivery.",
         &[(&[], a.unavailable_intervals)],
     );
+    faults(&mut x, &record.faults);
     if format == MetricsFormat::OpenMetrics {
         x.out.push_str("# EOF\n");
     }
     Ok(x.out)
+}
+
+/// One series per injected fault (`fault` its position in the record, `kind`), what the
+/// `fault.*` alert signals watch; nothing for a run without faults.
+fn faults(x: &mut Exposition, faults: &[crate::faults::FaultFigures]) {
+    let injected: Vec<(String, &crate::faults::FaultFigures)> = faults
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.injected_s.is_some())
+        .map(|(i, f)| (i.to_string(), f))
+        .collect();
+    if injected.is_empty() {
+        return;
+    }
+    let labelled = |op: &'static str, value: &dyn Fn(&crate::faults::FaultFigures) -> f64| {
+        injected
+            .iter()
+            .map(|(i, f)| {
+                (
+                    [
+                        ("fault", i.as_str()),
+                        ("fault_kind", f.kind.as_str()),
+                        ("operation", op),
+                    ],
+                    value(f),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let sides = |value: &dyn Fn(&crate::faults::Outage) -> f64| {
+        let mut rows = labelled("publish", &|f| value(&f.publish.outage));
+        rows.extend(labelled("delivery", &|f| value(&f.delivery.outage)));
+        rows
+    };
+    let recovery = sides(&crate::faults::Outage::recovery_s);
+    let unavailable = sides(&|o| o.unavailable_ms / 1e3);
+    for (name, help, rows) in [
+        (
+            "brokerbench_fault_recovery_seconds",
+            "Per fault: from the heal to the first success for a message due after it (never recovered: at least the unavailable window).",
+            &recovery,
+        ),
+        (
+            "brokerbench_fault_unavailable_seconds",
+            "Per fault: the longest stretch with messages due and none confirmed or delivered.",
+            &unavailable,
+        ),
+    ] {
+        let values: Vec<(Labels<'_>, Option<f64>)> =
+            rows.iter().map(|(l, v)| (&l[..], Some(*v))).collect();
+        x.gauge(name, Some("seconds"), help, &values);
+    }
+    let counts: Vec<([(&str, &str); 3], u64)> = injected
+        .iter()
+        .flat_map(|(i, f)| {
+            [
+                (
+                    [
+                        ("fault", i.as_str()),
+                        ("kind", "lost"),
+                        ("fault_kind", f.kind.as_str()),
+                    ],
+                    f.delivery.lost,
+                ),
+                (
+                    [
+                        ("fault", i.as_str()),
+                        ("kind", "duplicated"),
+                        ("fault_kind", f.kind.as_str()),
+                    ],
+                    f.delivery.duplicated,
+                ),
+            ]
+        })
+        .collect();
+    let values: Vec<(Labels<'_>, u64)> = counts.iter().map(|(l, v)| (&l[..], *v)).collect();
+    x.counter(
+        "brokerbench_fault_anomalies",
+        "Per fault: lost and duplicated messages among those due in its window.",
+        &values,
+    );
 }
 
 #[cfg(test)]

@@ -263,6 +263,14 @@ pub struct CorrectnessFigures {
     /// counted as deliveries).
     #[serde(default)]
     pub replayed: u64,
+    /// Deliveries due for publishes that failed or got no answer and never came: not
+    /// lost (the publisher knew), but delivery availability counts them. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub undelivered: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl CorrectnessFigures {
@@ -276,6 +284,7 @@ impl CorrectnessFigures {
             late: counters.late,
             recovered: 0,
             replayed: 0,
+            undelivered: 0,
         }
     }
 }
@@ -490,6 +499,12 @@ pub struct RunRecord {
     /// When the measured phase began and how that compares with `--start-at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<crate::shard::StartTiming>,
+    /// What each fault injected during the run did (absent for a run without faults).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<crate::faults::FaultFigures>,
+    /// Unavailability outside every fault window (absent for a run without faults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults_outside: Option<crate::faults::OutsideFaults>,
 }
 
 impl RunRecord {
@@ -513,6 +528,8 @@ impl RunRecord {
             scenario_hash: None,
             shard: None,
             start: None,
+            faults: Vec::new(),
+            faults_outside: None,
         }
     }
 

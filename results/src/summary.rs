@@ -110,6 +110,13 @@ pub fn render_summary(record: &RunRecord, path: Option<&Path>) -> String {
         "{:<14} lost {}   duplicated {}   reordered {}   phantom {}   late {}",
         "correctness", c.lost, c.duplicated, c.reordered, c.phantom, c.late
     );
+    if c.undelivered > 0 {
+        let _ = writeln!(
+            out,
+            "{:<14} {} deliveries due for failed or unanswered publishes never came",
+            "undelivered", c.undelivered
+        );
+    }
     let m = &f.compute;
     if m.samples == 0 {
         let _ = writeln!(out, "{:<14} not sampled", "broker");
@@ -124,6 +131,10 @@ pub fn render_summary(record: &RunRecord, path: Option<&Path>) -> String {
             bytes(m.rss_bytes_max)
         );
     }
+    out.push_str(&crate::faults::render_faults(
+        &record.faults,
+        record.faults_outside.as_ref(),
+    ));
     if let Some(p) = path {
         let _ = writeln!(out, "{:<14} {}", "record", p.display());
     }

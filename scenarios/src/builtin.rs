@@ -9,7 +9,7 @@ use crate::error::{ErrorKind, ScenarioError};
 use crate::model::Scenario;
 
 /// Name and TOML text of every built-in, in the order `brokerbench scenarios` lists them.
-const BUILTINS: [(&str, &str); 6] = [
+const BUILTINS: [(&str, &str); 7] = [
     ("chat-1to1", include_str!("../builtin/chat-1to1.toml")),
     ("group-chat", include_str!("../builtin/group-chat.toml")),
     (
@@ -21,6 +21,10 @@ const BUILTINS: [(&str, &str); 6] = [
     (
         "offline-catchup",
         include_str!("../builtin/offline-catchup.toml"),
+    ),
+    (
+        "chat-under-faults",
+        include_str!("../builtin/chat-under-faults.toml"),
     ),
 ];
 

@@ -28,6 +28,8 @@ pub(crate) struct ScenarioFile {
     workload: Vec<WorkloadTable>,
     #[serde(default)]
     alerts: Vec<toml::Table>,
+    #[serde(default)]
+    fault: Vec<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,8 +131,43 @@ impl ScenarioFile {
             drain: self.drain.map_or(DEFAULT_DRAIN, |d| d.0),
             workloads,
             alerts: self.alerts,
+            faults: self
+                .fault
+                .into_iter()
+                .enumerate()
+                .map(|(i, table)| into_fault(&format!("fault[{i}]"), table))
+                .collect::<Result<_, _>>()?,
         })
     }
+}
+
+/// One `[[fault]]` table: every value as the text the fault reads (strings as they are,
+/// integers in decimal).
+fn into_fault(at: &str, table: toml::Table) -> Result<brokerbench_faults::FaultSpec, Violation> {
+    let mut fields = Vec::new();
+    for (key, value) in table {
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(n) => n.to_string(),
+            other => {
+                return Err(Violation::new(
+                    format!("{at}.{key}"),
+                    format!(
+                        "expected a string (\"2s\", \"latency\") or an integer, found a {}",
+                        other.type_str()
+                    ),
+                ));
+            }
+        };
+        fields.push((key, text));
+    }
+    brokerbench_faults::FaultSpec::from_fields(fields).map_err(|e| {
+        let path = e
+            .key
+            .as_ref()
+            .map_or_else(|| at.to_owned(), |key| format!("{at}.{key}"));
+        Violation::new(path, e.message)
+    })
 }
 
 impl WorkloadTable {

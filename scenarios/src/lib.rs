@@ -34,6 +34,7 @@ pub mod conformance;
 
 use std::time::Duration;
 
+pub use brokerbench_faults::{FaultKind, FaultSpec};
 pub use error::{ErrorKind, Position, ScenarioError};
 pub use model::{
     CatchUp, Delivery, KeyDistribution, Keys, LateSubscribers, MessageSize, Reply, ReplyTopic,

@@ -32,6 +32,9 @@ pub struct Scenario {
     pub workloads: Vec<Workload>,
     /// Alert rules, kept as written (`[[alerts]]` in TOML); the alerts crate reads them.
     pub alerts: Vec<toml::Table>,
+    /// Faults injected during the measured phase (`[[fault]]` in TOML, `--fault`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<brokerbench_faults::FaultSpec>,
 }
 
 /// One group of identical topics with their producers and subscribers.

@@ -160,6 +160,19 @@ impl Scenario {
         self.recheck("--duration")
     }
 
+    /// Adds faults given on the command line (`--fault`) after the file's own.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Override`] when a fault starts after the measured phase or overlaps
+    /// another.
+    pub fn with_faults(
+        mut self,
+        faults: impl IntoIterator<Item = brokerbench_faults::FaultSpec>,
+    ) -> Result<Scenario, ScenarioError> {
+        self.faults.extend(faults);
+        self.recheck("--fault")
+    }
+
     fn recheck(self, flag: &str) -> Result<Scenario, ScenarioError> {
         match validate::check(&self) {
             Ok(()) => Ok(self),

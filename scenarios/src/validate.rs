@@ -28,6 +28,10 @@ type Checked = Result<(), Violation>;
 
 /// Checks every rule; the first broken one is returned.
 pub(crate) fn check(scenario: &Scenario) -> Checked {
+    brokerbench_faults::check_all(&scenario.faults, scenario.duration).map_err(|(i, e)| {
+        let key = e.key.map_or_else(String::new, |k| format!(".{k}"));
+        Violation::new(format!("fault[{i}]{key}"), e.message)
+    })?;
     check_name("name", &scenario.name, "._-")?;
     if scenario.description.contains('\n') {
         return Err(Violation::new(

@@ -65,6 +65,8 @@ pub(super) struct JetStreamPublisher {
     health: watch::Receiver<Health>,
     url: Arc<str>,
     timeout: Duration,
+    /// Told when the server says a topic's stream is gone.
+    topology: Arc<Topology>,
 }
 
 impl JetStreamPublisher {
@@ -85,7 +87,7 @@ impl JetStreamPublisher {
         tokio::spawn(send_loop(
             jobs_rx,
             js,
-            topology,
+            topology.clone(),
             connection.health.clone(),
             url.clone(),
         ));
@@ -94,6 +96,7 @@ impl JetStreamPublisher {
             health: connection.health,
             url,
             timeout,
+            topology,
         }
     }
 }
@@ -104,8 +107,10 @@ impl Publisher for JetStreamPublisher {
         let mut health = self.health.clone();
         let url = self.url.clone();
         let timeout = self.timeout;
+        let topology = self.topology.clone();
         Box::pin(async move {
             let deadline = Instant::now() + timeout;
+            let topic = request.topic.clone();
             let (reply, sent) = oneshot::channel();
             // `unconstrained`: with Tokio's cooperative budget spent, the queue would answer
             // "not now" at the first poll without taking a place in line, and a publish
@@ -145,9 +150,13 @@ impl Publisher for JetStreamPublisher {
                             PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
                                 PublishOutcome::Unknown
                             }
-                            PublishErrorKind::StreamNotFound => PublishOutcome::Failed(
-                                format!("no stream at jetstream {url} stores this subject (the server answered: no responders)")
-                            ),
+                            PublishErrorKind::StreamNotFound => {
+                                // Lost in a restart: the next publish creates it again.
+                                topology.stream_lost(&topic);
+                                PublishOutcome::Failed(format!(
+                                    "no stream at jetstream {url} stores this subject (the server answered: no responders)"
+                                ))
+                            }
                             _ => PublishOutcome::Failed(format!(
                                 "jetstream at {url} refused it: {}",
                                 client::cause(&error)
@@ -175,9 +184,15 @@ async fn send_loop(
     url: Arc<str>,
 ) {
     let mut ready: HashSet<Arc<str>> = HashSet::new();
+    let mut losses = topology.losses();
     while let Some(Job { request, reply }) = jobs.recv().await {
         if reply.is_closed() {
             continue; // its publish timed out waiting in the queue: not sent
+        }
+        if topology.losses() != losses {
+            // A stream was lost (a restarted server): set each topic's up again.
+            losses = topology.losses();
+            ready.clear();
         }
         let topic = request.topic.clone();
         if !ready.contains(&topic) {

@@ -129,6 +129,11 @@ pub(super) async fn subscribe(
                 .get_consumer_from_stream(&name, &stream.name)
                 .await
                 .map_err(|e| {
+                    if topology::consumer_not_found(&e) {
+                        // The stream or the group's consumer is gone (a restarted
+                        // server): both are made again next time.
+                        topology.stream_lost(&topic);
+                    }
                     let what = format!(
                         "join group {group} (consumer {name} of stream {})",
                         stream.name
@@ -159,6 +164,10 @@ pub(super) async fn subscribe(
                 Ok(consumer) => consumer,
                 Err(e) => {
                     topology.remove_subscriber(&stream.name, &name);
+                    if topology::consumer_not_found(&e) {
+                        // The stream is gone (a restarted server): made again next time.
+                        topology.stream_lost(&topic);
+                    }
                     let what = format!(
                         "create consumer {name} on stream {} for {topic}",
                         stream.name

@@ -9,12 +9,17 @@
 //! - One consumer per fan-out subscription, made by the subscription (see `subscriber`) and
 //!   registered here so a teardown removes it if the subscription did not.
 //!
+//! A server restarted without the streams' storage has lost them and their consumers:
+//! whoever meets "stream not found" calls [`Topology::stream_lost`], and the next
+//! publish or subscription to the topic creates them again.
+//!
 //! Names: a stream is `<topic with '.' and other characters a stream name cannot hold
 //! replaced by '_'>-<hash of the topic>`, so two topics never share a stream; a group's
 //! consumer is `g-<cleaned group>-<hash of the group>`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
@@ -76,6 +81,12 @@ pub(super) struct Topology {
     groups: SetUpOnce<(String, String), GroupEntry>,
     /// (stream, consumer) of the fan-out subscriptions' consumers not yet deleted.
     subscribers: Mutex<HashSet<(String, String)>>,
+    /// Topics whose stream this backend created: one found on the server after it was
+    /// lost and created again (perhaps by another producer of this backend) is still
+    /// this backend's to delete.
+    ours: Mutex<HashSet<String>>,
+    /// How many times a stream was found lost (see [`Topology::stream_lost`]).
+    losses: AtomicU64,
 }
 
 impl Topology {
@@ -87,7 +98,25 @@ impl Topology {
             streams: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(HashSet::new()),
+            ours: Mutex::new(HashSet::new()),
+            losses: AtomicU64::new(0),
         }
+    }
+
+    /// Forgets the stream of `topic` and its groups' consumers after the server said the
+    /// stream does not exist (a restart lost it: streams are kept in memory), so that the
+    /// next caller creates them again.
+    pub(super) fn stream_lost(&self, topic: &str) {
+        if self.streams.lock().remove(topic).is_some() {
+            self.groups.lock().retain(|(t, _), _| t != topic);
+            self.losses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many times a stream was found lost: a caller keeping its own note of the
+    /// streams it has set up drops it when this changes.
+    pub(super) fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Relaxed)
     }
 
     /// The URL of the server (password redacted).
@@ -153,11 +182,10 @@ impl Topology {
                         self.url
                     )));
                 }
-                // Someone else's (or an earlier run's) stream: used, never deleted.
-                return Ok(Arc::new(StreamEntry {
-                    name,
-                    created: false,
-                }));
+                // Someone else's (or an earlier run's) stream: used, never deleted; unless
+                // this backend made it before it was lost.
+                let created = self.ours.lock().contains(topic);
+                return Ok(Arc::new(StreamEntry { name, created }));
             }
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(self.refused(&what, &e, is_request_failure(&e))),
@@ -167,16 +195,17 @@ impl Topology {
             .create_stream(stream_config(topic, &name, max_messages))
             .await
         {
-            Ok(_) => Ok(Arc::new(StreamEntry {
-                name,
-                created: true,
-            })),
-            // Created meanwhile by someone else.
-            Err(e) if jetstream_code(&e) == Some(ErrorCode::STREAM_NAME_EXIST) => {
+            Ok(_) => {
+                self.ours.lock().insert(topic.to_owned());
                 Ok(Arc::new(StreamEntry {
                     name,
-                    created: false,
+                    created: true,
                 }))
+            }
+            // Created meanwhile by someone else.
+            Err(e) if jetstream_code(&e) == Some(ErrorCode::STREAM_NAME_EXIST) => {
+                let created = self.ours.lock().contains(topic);
+                Ok(Arc::new(StreamEntry { name, created }))
             }
             Err(e) => Err(self.refused(&what, &e, e.kind() == CreateStreamErrorKind::TimedOut)),
         }
@@ -252,7 +281,12 @@ impl Topology {
             {
                 Ok(entry(false))
             }
-            Err(e) => Err(self.refused(&what, &e, e.kind() == ConsumerErrorKind::TimedOut)),
+            Err(e) => {
+                if consumer_code(&e) == Some(ErrorCode::STREAM_NOT_FOUND) {
+                    self.stream_lost(topic);
+                }
+                Err(self.refused(&what, &e, e.kind() == ConsumerErrorKind::TimedOut))
+            }
         }
     }
 

@@ -21,6 +21,7 @@
 //! The charts are drawn with plotters' SVG back-end. The page depends only on the
 //! records, so rendering the same records again gives the same bytes.
 
+mod faults;
 pub(crate) mod html;
 mod plots;
 
@@ -178,7 +179,11 @@ fn seconds_axis(runs: &[Run<'_>]) -> XAxis {
     let mut drain_from: Vec<f64> = runs.iter().map(|r| r.record.figures.duration_s).collect();
     drain_from.sort_by(f64::total_cmp);
     drain_from.dedup();
-    XAxis::Seconds { end, drain_from }
+    XAxis::Seconds {
+        end,
+        drain_from,
+        faults: faults::windows(runs.iter().map(|r| r.record)),
+    }
 }
 
 /// One line per run of a timeline: legend suffix, dashed, the figure of an interval.
@@ -646,12 +651,13 @@ pub fn render_report(runs: &[ReportRun<'_>]) -> Result<String, ReportError> {
     for (id, chart, caption) in charts.iter().take(2) {
         figure(&mut out, id, chart, caption)?;
     }
-    out.push_str("</div></section>\n<section id=\"timelines\"><h2>Timelines</h2>\n<p class=\"note\">One point per 1-second interval of the run clock. The shaded part is the drain after the measured phase: nothing new is sent, late completions still count.</p>\n<div class=\"grid\">\n");
+    out.push_str("</div></section>\n<section id=\"timelines\"><h2>Timelines</h2>\n<p class=\"note\">One point per 1-second interval of the run clock. The shaded part is the drain after the measured phase: nothing new is sent, late completions still count. Fault windows, when the runs had faults, are shaded in red.</p>\n<div class=\"grid\">\n");
     for (id, chart, caption) in charts.iter().skip(2) {
         figure(&mut out, id, chart, caption)?;
     }
     out.push_str("</div></section>\n");
 
+    faults::section(&mut out, data.iter().map(|r| (swatch(r), r.record)));
     section_verdicts(&mut out, &data);
     section_scenarios(&mut out, &data);
     section_host(&mut out, &data);

@@ -80,6 +80,8 @@ pub(crate) enum XAxis {
         end: f64,
         /// Where each run's measured phase ended.
         drain_from: Vec<f64>,
+        /// The fault windows of the runs (injected, healed), shaded in red.
+        faults: Vec<(f64, f64)>,
     },
 }
 
@@ -326,7 +328,20 @@ impl Chart {
             .axis_desc_style(("sans-serif", 13))
             .draw()
             .map_err(|e| text(&e))?;
-        if let XAxis::Seconds { end, drain_from } = &self.x {
+        if let XAxis::Seconds {
+            end,
+            drain_from,
+            faults,
+        } = &self.x
+        {
+            for &(from, to) in faults.iter().filter(|(from, _)| *from < *end) {
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(from, y_lo), (to.min(*end), y_hi)],
+                        RGBColor(214, 39, 40).mix(0.12).filled(),
+                    )))
+                    .map_err(|e| text(&e))?;
+            }
             // The drain after the measured phase: completions still count, nothing new
             // is sent, so rates fall by design.
             for &from in drain_from.iter().filter(|&&d| d < *end) {
@@ -409,6 +424,7 @@ mod tests {
             x: XAxis::Seconds {
                 end: 3.0,
                 drain_from: vec![],
+                faults: vec![],
             },
             y,
             x_desc: String::new(),

@@ -30,7 +30,8 @@ pub mod expected;
 mod ledger;
 pub mod message;
 mod params;
-pub mod proxy;
+/// The fault proxy the `reconnect` check connects through (the `brokerbench-faults` crate).
+pub use brokerbench_faults::proxy;
 mod reader;
 mod tally;
 

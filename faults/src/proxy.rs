@@ -1,26 +1,31 @@
-//! A TCP proxy in front of a broker that can cut every connection through it at once, as
-//! a network failure would, while it keeps accepting new ones (so clients can reconnect).
-//! The `reconnect` check connects its clients through one.
+//! A TCP proxy in front of a broker that breaks the path the ways a network does: it
+//! delays or throttles the bytes ([`Proxy::set_latency`], [`Proxy::set_bandwidth`]),
+//! black-holes them ([`Proxy::partition`]), resets every connection through it at once
+//! while it keeps accepting new ones ([`Proxy::cut`]), or keeps the path down for a while
+//! ([`Proxy::cut_for`]); [`Proxy::heal`] ends every fault. The conformance `reconnect`
+//! check and runs with faults connect their clients through one.
 //!
 //! A plain proxy relays bytes to one upstream address. A Kafka proxy
 //! ([`Proxy::start_kafka`]) also reads the Kafka frames going through it and rewrites the
 //! broker addresses a Kafka client learns from its bootstrap broker, so that the client's
 //! connections to every broker of the cluster go through the proxy too (the `kafka` module).
 
-mod kafka;
-
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::kafka;
+use crate::shaping::{self, Conditions, Inlet, Outlet, Shape, Way};
+use crate::spec::Direction;
 
 /// Bytes copied at a time.
 const CHUNK: usize = 64 * 1024;
@@ -41,14 +46,14 @@ enum Protocol {
 
 /// What went through a proxy, over all its listeners.
 #[derive(Debug, Default)]
-struct Traffic {
+pub(crate) struct Traffic {
     accepted: AtomicU64,
     open: AtomicU64,
     bytes: AtomicU64,
 }
 
 impl Traffic {
-    fn relayed(&self, n: usize) {
+    pub(crate) fn relayed(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
@@ -71,7 +76,9 @@ struct Shared {
     /// The token of the connections open now; replaced by a fresh one at each cut.
     generation: Mutex<CancellationToken>,
     /// Until when new connections are reset as soon as they are accepted (an outage).
-    refuse_until: Mutex<Option<std::time::Instant>>,
+    refuse_until: Mutex<Option<Instant>>,
+    /// Delays, bandwidth limits and partition, read by every connection.
+    conditions: watch::Sender<Conditions>,
     traffic: Traffic,
     listeners: Mutex<Listeners>,
 }
@@ -111,6 +118,7 @@ impl Proxy {
             protocol,
             generation: Mutex::new(CancellationToken::new()),
             refuse_until: Mutex::new(None),
+            conditions: watch::Sender::new(Conditions::default()),
             traffic: Traffic::default(),
             listeners: Mutex::default(),
         });
@@ -138,9 +146,54 @@ impl Proxy {
     /// Cuts every connection open now, like [`cut`](Self::cut), and keeps the path down for
     /// `outage`: a connection accepted before it ends is reset at once, as a client
     /// reconnecting through a failed network would see. Returns how many were open.
-    pub fn cut_for(&self, outage: std::time::Duration) -> u64 {
-        *self.shared.refuse_until.lock() = Some(std::time::Instant::now() + outage);
+    pub fn cut_for(&self, outage: Duration) -> u64 {
+        *self.shared.refuse_until.lock() = Some(Instant::now() + outage);
         self.cut()
+    }
+
+    /// Holds back every byte going `direction` by `delay`, ± a uniform `jitter` (the
+    /// order of a connection's bytes is kept), on open and new connections alike.
+    pub fn set_latency(&self, direction: Direction, delay: Duration, jitter: Duration) {
+        self.shape(direction, |shape| {
+            shape.delay = delay;
+            shape.jitter = jitter;
+        });
+    }
+
+    /// Writes at most `bytes_per_second` going `direction`, per connection; `None` lifts
+    /// the limit.
+    pub fn set_bandwidth(&self, direction: Direction, bytes_per_second: Option<u64>) {
+        self.shape(direction, |shape| shape.bytes_per_second = bytes_per_second);
+    }
+
+    /// A black hole: from now no byte flows either way on any connection, and new
+    /// connections are accepted but not relayed, until [`heal`](Self::heal). The
+    /// connections stay open, so traffic flows again on them afterwards.
+    pub fn partition(&self) {
+        self.shared.conditions.send_modify(|c| c.partitioned = true);
+    }
+
+    /// Ends every fault: no delay, no bandwidth limit, no partition, no outage. Held bytes
+    /// flow on; connections already cut stay cut.
+    pub fn heal(&self) {
+        *self.shared.refuse_until.lock() = None;
+        self.shared.conditions.send_replace(Conditions::default());
+    }
+
+    /// Connections open now, through all listeners.
+    pub fn open_connections(&self) -> u64 {
+        self.shared.traffic.open.load(Ordering::Relaxed)
+    }
+
+    fn shape(&self, direction: Direction, change: impl Fn(&mut Shape)) {
+        self.shared.conditions.send_modify(|c| {
+            if direction.to_broker() {
+                change(&mut c.to_broker);
+            }
+            if direction.from_broker() {
+                change(&mut c.from_broker);
+            }
+        });
     }
 
     /// Connections accepted so far, by all listeners.
@@ -214,7 +267,7 @@ async fn accept(listener: TcpListener, upstream: String, shared: Arc<Shared>) {
         let down = shared
             .refuse_until
             .lock()
-            .is_some_and(|until| std::time::Instant::now() < until);
+            .is_some_and(|until| Instant::now() < until);
         if down {
             let _ = client.set_zero_linger();
             drop(client);
@@ -226,13 +279,20 @@ async fn accept(listener: TcpListener, upstream: String, shared: Arc<Shared>) {
         let upstream = upstream.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
+            // Behind a partition a new connection hangs: accepted, never relayed, until it
+            // heals (or the connection is cut).
+            let mut conditions = shared.conditions.subscribe();
+            tokio::select! {
+                () = shaping::wait_open(&mut conditions) => {}
+                () = cut.cancelled() => return,
+            }
             let Ok(server) = TcpStream::connect(&upstream).await else {
                 return;
             };
             let _ = server.set_nodelay(true);
             shared.traffic.open.fetch_add(1, Ordering::Relaxed);
             match shared.protocol {
-                Protocol::Plain => relay(client, server, &cut, &shared.traffic).await,
+                Protocol::Plain => relay(client, server, &cut, &shared).await,
                 Protocol::Kafka => relay_kafka(client, server, &cut, &shared).await,
             }
             shared.traffic.open.fetch_sub(1, Ordering::Relaxed);
@@ -240,26 +300,42 @@ async fn accept(listener: TcpListener, upstream: String, shared: Arc<Shared>) {
     }
 }
 
-/// Copies both ways until either side closes or `cut` fires. Both sockets linger zero, so
-/// a cut resets them (as a failed network path does) rather than closing them politely.
-async fn relay(client: TcpStream, server: TcpStream, cut: &CancellationToken, traffic: &Traffic) {
+/// Copies both ways until both sides closed or `cut` fires, shaped by the proxy's
+/// conditions. Both sockets linger zero, so a cut resets them (as a failed network path
+/// does) rather than closing them politely.
+async fn relay(client: TcpStream, server: TcpStream, cut: &CancellationToken, shared: &Shared) {
     let _ = client.set_zero_linger();
     let _ = server.set_zero_linger();
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let conditions = || shared.conditions.subscribe();
+    let mut from_client = Inlet::new(client_read, conditions());
+    let mut from_server = Inlet::new(server_read, conditions());
+    let (mut to_server, to_server_writer) =
+        shaping::pipe(server_write, Way::ToBroker, conditions(), &shared.traffic);
+    let (mut to_client, to_client_writer) =
+        shaping::pipe(client_write, Way::FromBroker, conditions(), &shared.traffic);
     tokio::select! {
         () = cut.cancelled() => {}
         _ = async {
             tokio::join!(
-                pump(&mut client_read, &mut server_write, traffic),
-                pump(&mut server_read, &mut client_write, traffic)
+                async {
+                    pump(&mut from_client, &mut to_server).await;
+                    drop(to_server);
+                },
+                to_server_writer,
+                async {
+                    pump(&mut from_server, &mut to_client).await;
+                    drop(to_client);
+                },
+                to_client_writer,
             )
         } => {}
     }
 }
 
-/// Copies `from` to `to` until `from` ends, then shuts `to` down.
-async fn pump(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, traffic: &Traffic) {
+/// Copies `from` to `to` until `from` ends.
+async fn pump(from: &mut Inlet, to: &mut Outlet) {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match from.read(&mut buf).await {
@@ -269,9 +345,7 @@ async fn pump(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, traffic: &Traff
         if to.write_all(&buf[..n]).await.is_err() {
             break;
         }
-        traffic.relayed(n);
     }
-    let _ = to.shutdown().await;
 }
 
 /// Like [`relay`], frame by frame, for a Kafka connection: the requests are relayed as
@@ -286,8 +360,15 @@ async fn relay_kafka(
 ) {
     let _ = client.set_zero_linger();
     let _ = server.set_zero_linger();
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let conditions = || shared.conditions.subscribe();
+    let mut from_client = Inlet::new(client_read, conditions());
+    let mut from_server = Inlet::new(server_read, conditions());
+    let (mut to_server, to_server_writer) =
+        shaping::pipe(server_write, Way::ToBroker, conditions(), &shared.traffic);
+    let (mut to_client, to_client_writer) =
+        shaping::pipe(client_write, Way::FromBroker, conditions(), &shared.traffic);
     // Only calls whose responses are rewritten are kept, and each gets its response: the
     // map holds the client's Metadata and FindCoordinator requests in flight.
     let calls: Mutex<HashMap<i32, kafka::Call>> = Mutex::default();
@@ -296,13 +377,15 @@ async fn relay_kafka(
         _ = async {
             tokio::join!(
                 async {
-                    let _ = requests(&mut client_read, &mut server_write, &calls, shared).await;
-                    let _ = server_write.shutdown().await;
+                    let _ = requests(&mut from_client, &mut to_server, &calls).await;
+                    drop(to_server);
                 },
+                to_server_writer,
                 async {
-                    let _ = responses(&mut server_read, &mut client_write, &calls, shared).await;
-                    let _ = client_write.shutdown().await;
-                }
+                    let _ = responses(&mut from_server, &mut to_client, &calls, shared).await;
+                    drop(to_client);
+                },
+                to_client_writer,
             )
         } => {}
     }
@@ -315,10 +398,9 @@ async fn relay_kafka(
 /// int32 size | int16 api_key | int16 api_version | int32 correlation_id | rest of request
 /// ```
 async fn requests(
-    from: &mut OwnedReadHalf,
-    to: &mut OwnedWriteHalf,
+    from: &mut Inlet,
+    to: &mut Outlet,
     calls: &Mutex<HashMap<i32, kafka::Call>>,
-    shared: &Shared,
 ) -> io::Result<()> {
     while let Some(size) = frame_size(from).await? {
         let mut head = [0u8; kafka::REQUEST_HEAD];
@@ -326,13 +408,13 @@ async fn requests(
         from.read_exact(&mut head[..head_len]).await?;
         if head_len == kafka::REQUEST_HEAD {
             let (correlation, call) = kafka::Call::of_request(head);
-            if call.advertises_brokers() {
+            if call.rewritten() {
                 // Recorded before the request goes on, so before its response can come.
                 calls.lock().insert(correlation, call);
             }
         }
         let prefix = [&frame_prefix(size)[..], &head[..head_len]].concat();
-        forward(&prefix, size - head_len, from, to, &shared.traffic).await?;
+        forward(&prefix, size - head_len, from, to).await?;
     }
     Ok(())
 }
@@ -344,8 +426,8 @@ async fn requests(
 /// int32 size | int32 correlation_id | rest of response
 /// ```
 async fn responses(
-    from: &mut OwnedReadHalf,
-    to: &mut OwnedWriteHalf,
+    from: &mut Inlet,
+    to: &mut Outlet,
     calls: &Mutex<HashMap<i32, kafka::Call>>,
     shared: &Arc<Shared>,
 ) -> io::Result<()> {
@@ -369,11 +451,10 @@ async fn responses(
                     kafka::relocate(call, &response, |host, port| shared.broker(host, port))
                         .unwrap_or_else(|_| [&frame_prefix(size)[..], &response].concat());
                 to.write_all(&frame).await?;
-                shared.traffic.relayed(frame.len());
             }
             _ => {
                 let prefix = [&frame_prefix(size)[..], &head[..head_len]].concat();
-                forward(&prefix, size - head_len, from, to, &shared.traffic).await?;
+                forward(&prefix, size - head_len, from, to).await?;
             }
         }
     }
@@ -384,7 +465,7 @@ async fn responses(
 ///
 /// # Errors
 /// When the stream fails or ends inside the prefix, or the size is negative.
-async fn frame_size(from: &mut OwnedReadHalf) -> io::Result<Option<usize>> {
+async fn frame_size(from: &mut Inlet) -> io::Result<Option<usize>> {
     let mut prefix = [0u8; 4];
     let first = from.read(&mut prefix).await?;
     if first == 0 {
@@ -403,13 +484,7 @@ fn frame_prefix(size: usize) -> [u8; 4] {
 
 /// Writes `prefix`, then copies exactly `n` bytes from `from` to `to`; the prefix goes out
 /// with the first chunk, so a small frame leaves in one write.
-async fn forward(
-    prefix: &[u8],
-    n: usize,
-    from: &mut OwnedReadHalf,
-    to: &mut OwnedWriteHalf,
-    traffic: &Traffic,
-) -> io::Result<()> {
+async fn forward(prefix: &[u8], n: usize, from: &mut Inlet, to: &mut Outlet) -> io::Result<()> {
     let mut buf = Vec::with_capacity((prefix.len() + n).min(CHUNK));
     buf.extend_from_slice(prefix);
     let mut left = n;
@@ -420,7 +495,6 @@ async fn forward(
         from.read_exact(&mut buf[start..]).await?;
         left -= take;
         to.write_all(&buf).await?;
-        traffic.relayed(buf.len());
         if left == 0 {
             return Ok(());
         }
@@ -451,6 +525,7 @@ pub fn through(url: &str, proxy: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn urls_keep_everything_but_the_address() {

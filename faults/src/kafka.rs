@@ -24,33 +24,35 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 
+mod versions;
+
 /// API key of Metadata: the brokers of the cluster.
-pub(super) const METADATA: i16 = 3;
+pub(crate) const METADATA: i16 = 3;
 /// API key of FindCoordinator: the broker coordinating a group or a transaction.
-pub(super) const FIND_COORDINATOR: i16 = 10;
+pub(crate) const FIND_COORDINATOR: i16 = 10;
 /// API key of ApiVersions, whose response header never has tagged fields (a client must
 /// read it before it knows which versions the broker speaks).
-pub(super) const API_VERSIONS: i16 = 18;
+pub(crate) const API_VERSIONS: i16 = 18;
 
 /// Bytes at the start of a request the proxy reads: api key, api version, correlation id.
-pub(super) const REQUEST_HEAD: usize = 8;
+pub(crate) const REQUEST_HEAD: usize = 8;
 
 /// Bytes at the start of a response the proxy reads: the correlation id.
-pub(super) const RESPONSE_HEAD: usize = 4;
+pub(crate) const RESPONSE_HEAD: usize = 4;
 
 /// What a request called, remembered by correlation id until its response comes back:
 /// the layout of a response depends on both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Call {
+pub(crate) struct Call {
     /// Which API (`METADATA`, `FIND_COORDINATOR`, ...).
-    pub(super) api_key: i16,
+    pub(crate) api_key: i16,
     /// Which version of it the client chose.
-    pub(super) api_version: i16,
+    pub(crate) api_version: i16,
 }
 
 impl Call {
     /// The correlation id and the call of a request, from its first `REQUEST_HEAD` bytes.
-    pub(super) fn of_request(head: [u8; REQUEST_HEAD]) -> (i32, Call) {
+    pub(crate) fn of_request(head: [u8; REQUEST_HEAD]) -> (i32, Call) {
         let call = Call {
             api_key: i16::from_be_bytes([head[0], head[1]]),
             api_version: i16::from_be_bytes([head[2], head[3]]),
@@ -62,8 +64,14 @@ impl Call {
     }
 
     /// Whether the response advertises broker addresses the client will connect to.
-    pub(super) fn advertises_brokers(self) -> bool {
+    pub(crate) fn advertises_brokers(self) -> bool {
         matches!(self.api_key, METADATA | FIND_COORDINATOR)
+    }
+
+    /// Whether the proxy rewrites the response: those advertising brokers, and
+    /// ApiVersions (see `versions`).
+    pub(crate) fn rewritten(self) -> bool {
+        self.advertises_brokers() || self.api_key == API_VERSIONS
     }
 
     /// Whether this version of the API is flexible (compact strings and arrays, tagged
@@ -88,7 +96,7 @@ impl Call {
 /// A response that does not parse as the version its request asked for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed Kafka response (api {api_key} v{api_version}): {why}")]
-pub(super) struct Malformed {
+pub(crate) struct Malformed {
     api_key: i16,
     api_version: i16,
     why: &'static str,
@@ -96,11 +104,11 @@ pub(super) struct Malformed {
 
 /// A broker address a response advertises, and where it sits in the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Advertised {
+pub(crate) struct Advertised {
     /// The host, as the broker wrote it.
-    pub(super) host: String,
+    pub(crate) host: String,
     /// The port, as the broker wrote it (an error answer has -1).
-    pub(super) port: i32,
+    pub(crate) port: i32,
     /// The host (its length prefix included) and the port right after it: in both
     /// responses the port follows the host, so one splice replaces both.
     span: Range<usize>,
@@ -123,7 +131,7 @@ impl Advertised {
 ///
 /// # Errors
 /// When the payload is cut short or a length is impossible.
-pub(super) fn advertised(call: Call, response: &[u8]) -> Result<Vec<Advertised>, Malformed> {
+pub(crate) fn advertised(call: Call, response: &[u8]) -> Result<Vec<Advertised>, Malformed> {
     let mut wire = Wire {
         bytes: response,
         at: 0,
@@ -138,15 +146,19 @@ pub(super) fn advertised(call: Call, response: &[u8]) -> Result<Vec<Advertised>,
 
 /// `response` (a response payload to `call`, without its size prefix) as a whole frame
 /// (size prefix included), with every advertised broker address for which `local` gives
-/// an address replaced by that address. Every other byte is kept.
+/// an address replaced by that address. Every other byte is kept. An ApiVersions
+/// response has its newest Produce and Fetch versions lowered instead (see `versions`).
 ///
 /// # Errors
 /// When the payload is cut short or a length is impossible (see [`advertised`]).
-pub(super) fn relocate(
+pub(crate) fn relocate(
     call: Call,
     response: &[u8],
     mut local: impl FnMut(&str, u16) -> Option<SocketAddr>,
 ) -> Result<Vec<u8>, Malformed> {
+    if call.api_key == API_VERSIONS {
+        return versions::capped(call, response);
+    }
     let flexible = call.flexible();
     let mut frame = Vec::with_capacity(4 + response.len());
     frame.extend_from_slice(&[0; 4]);
