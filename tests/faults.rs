@@ -314,90 +314,141 @@ fn a_reset_is_survived_on_every_real_backend() {
     }
 }
 
+/// A broker server of the test's own on a free port, started and stopped with the shell
+/// commands a restart fault is given; stopped on drop whatever happens in the test.
+struct PrivateServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    start: String,
+    stop: String,
+}
+
+impl PrivateServer {
+    /// Starts it with `start(dir, port)`, stops it with `stop(dir, port)` and waits until
+    /// `ready(dir)` holds and the port accepts connections.
+    fn start(
+        name: &str,
+        start: impl Fn(&Path, u16) -> String,
+        stop: impl Fn(&Path, u16) -> String,
+        ready: impl Fn(&Path) -> bool,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Self {
+            start: start(dir.path(), port),
+            stop: stop(dir.path(), port),
+            dir,
+            port,
+        };
+        let started = std::process::Command::new("sh")
+            .args(["-c", &server.start])
+            .status()
+            .unwrap();
+        assert!(started.success());
+        let up = (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            ready(server.dir.path())
+                && std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok()
+        });
+        assert!(up, "the private {name} did not start");
+        server
+    }
+
+    /// A 6 s run of `backend` at `url` with a 1 s restart of this server at 2 s, through
+    /// its stop and start commands: the restart fault's figures.
+    fn restarted_mid_run(&self, what: &str, backend: &str, url: &str) -> serde_json::Value {
+        let s = scenario(self.dir.path(), "6s");
+        let record = completed(
+            what,
+            run(
+                self.dir.path(),
+                backend,
+                &s,
+                &[
+                    "--backend",
+                    backend,
+                    "--url",
+                    url,
+                    "--fail-on",
+                    "never",
+                    "--fault",
+                    "kind=restart,at=2s,duration=1s",
+                    "--stop-command",
+                    &self.stop,
+                    "--start-command",
+                    &self.start,
+                ],
+            ),
+        );
+        let f = record["faults"][0].clone();
+        assert!(f["skipped"].is_null(), "{f}");
+        assert_eq!(f["publish"]["recovered"], true, "{f}");
+        assert_eq!(f["delivery"]["recovered"], true, "{f}");
+        eprintln!(
+            "{what}: delivery availability {}, fault {f}",
+            record["availability"]["delivery"].as_f64().unwrap_or(1.0)
+        );
+        f
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &self.stop])
+            .status();
+    }
+}
+
+/// The first of `bins` that runs; `None` (the test skipped, or failing where `tool` is
+/// required) when none does.
+fn installed<'a>(tool: &str, bins: &[&'a str], package: &str) -> Option<&'a str> {
+    let found = bins.iter().copied().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok()
+    });
+    if found.is_none() {
+        assert!(
+            !tool_required(tool),
+            "{tool} is required (BROKERBENCH_REQUIRE_TOOLS) but not installed (Debian: apt-get install -y {package})"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED private {tool} restart: {tool} is not installed"
+        );
+    }
+    found
+}
+
 /// The Redis case: a Redis without persistence shut down and started again 1 s
 /// later mid-run. Its stream and groups are gone; the run re-subscribes, recreates them,
 /// counts what was lost, and ends on time with a record (it used to end as partial, exit
 /// 2). A private redis-server on a free port: the shared one is never touched.
 #[test]
 fn a_private_redis_restarted_mid_run_is_survived() {
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            !tool_required("redis-server"),
-            "redis-server is required (BROKERBENCH_REQUIRE_TOOLS) but not installed (Debian: apt-get install -y redis-server)"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED private redis restart: redis-server is not installed"
-        );
+    if installed("redis-server", &["redis-server"], "redis-server").is_none() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let pidfile = dir.path().join("redis.pid");
-    let start = format!(
-        "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --pidfile {} --dir {}",
-        pidfile.display(),
-        dir.path().display()
+    let server = PrivateServer::start(
+        "redis-server",
+        |dir, port| {
+            format!(
+                "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --pidfile {} --dir {}",
+                dir.join("redis.pid").display(),
+                dir.display()
+            )
+        },
+        |_, port| format!("redis-cli -p {port} shutdown nosave"),
+        |_| true,
     );
-    let stop = format!("redis-cli -p {port} shutdown nosave");
-    let started = std::process::Command::new("sh")
-        .args(["-c", &start])
-        .status()
-        .unwrap();
-    assert!(started.success());
-    // Stops the private server whatever happens below.
-    struct Private(String);
-    impl Drop for Private {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("sh")
-                .args(["-c", &self.0])
-                .status();
-        }
-    }
-    let _private = Private(stop.clone());
-    let url = format!("redis://127.0.0.1:{port}");
-    let ready = (0..50).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(ready, "the private redis-server did not start");
-    let s = scenario(dir.path(), "6s");
-    let record = completed(
-        "redis restart",
-        run(
-            dir.path(),
-            "redis",
-            &s,
-            &[
-                "--backend",
-                "redis",
-                "--url",
-                &url,
-                "--fail-on",
-                "never",
-                "--fault",
-                "kind=restart,at=2s,duration=1s",
-                "--stop-command",
-                &stop,
-                "--start-command",
-                &start,
-            ],
-        ),
-    );
-    let f = &record["faults"][0];
-    assert!(f["skipped"].is_null(), "{f}");
-    assert_eq!(f["publish"]["recovered"], true, "{f}");
-    assert_eq!(f["delivery"]["recovered"], true, "{f}");
-    let availability = record["availability"]["delivery"].as_f64().unwrap_or(1.0);
-    eprintln!("redis restart: delivery availability {availability}, fault {f}");
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    server.restarted_mid_run("redis restart", "redis", &url);
 }
 
 /// JetStream on a private nats-server killed (SIGKILL) and started again 1 s later
@@ -406,87 +457,27 @@ fn a_private_redis_restarted_mid_run_is_survived() {
 /// unavailable to its end). The shared server on 4222 is never touched.
 #[test]
 fn a_private_jetstream_server_killed_and_restarted_mid_run_is_survived() {
-    let Some(bin) = ["nats-server", "/usr/sbin/nats-server"]
-        .into_iter()
-        .find(|b| {
-            std::process::Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok()
-        })
-    else {
-        assert!(
-            !tool_required("nats-server"),
-            "nats-server is required (BROKERBENCH_REQUIRE_TOOLS) but not installed (Debian: apt-get install -y nats-server)"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED private jetstream restart: nats-server is not installed"
-        );
+    let Some(bin) = installed(
+        "nats-server",
+        &["nats-server", "/usr/sbin/nats-server"],
+        "nats-server",
+    ) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let pidfile = dir.path().join("nats.pid");
-    let start = format!(
-        "{bin} -a 127.0.0.1 -p {port} -js -sd {} -P {} >/dev/null 2>&1 &",
-        dir.path().join("store").display(),
-        pidfile.display()
+    let server = PrivateServer::start(
+        "nats-server",
+        |dir, port| {
+            format!(
+                "{bin} -a 127.0.0.1 -p {port} -js -sd {} -P {} >/dev/null 2>&1 &",
+                dir.join("store").display(),
+                dir.join("nats.pid").display()
+            )
+        },
+        |dir, _| format!("kill -9 $(cat {})", dir.join("nats.pid").display()),
+        |dir| dir.join("nats.pid").exists(),
     );
-    let stop = format!("kill -9 $(cat {})", pidfile.display());
-    let started = std::process::Command::new("sh")
-        .args(["-c", &start])
-        .status()
-        .unwrap();
-    assert!(started.success());
-    // Kills the private server whatever happens below.
-    struct Private(String);
-    impl Drop for Private {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("sh")
-                .args(["-c", &self.0])
-                .status();
-        }
-    }
-    let _private = Private(stop.clone());
-    let ready = (0..50).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        pidfile.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(ready, "the private nats-server did not start");
-    let url = format!("nats://127.0.0.1:{port}");
-    let s = scenario(dir.path(), "6s");
-    let record = completed(
-        "jetstream restart",
-        run(
-            dir.path(),
-            "jetstream",
-            &s,
-            &[
-                "--backend",
-                "jetstream",
-                "--url",
-                &url,
-                "--fail-on",
-                "never",
-                "--fault",
-                "kind=restart,at=2s,duration=1s",
-                "--stop-command",
-                &stop,
-                "--start-command",
-                &start,
-            ],
-        ),
-    );
-    let f = &record["faults"][0];
-    assert!(f["skipped"].is_null(), "{f}");
-    assert_eq!(f["publish"]["recovered"], true, "{f}");
-    assert_eq!(f["delivery"]["recovered"], true, "{f}");
-    eprintln!("jetstream restart: fault {f}");
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    server.restarted_mid_run("jetstream restart", "jetstream", &url);
 }
 
 /// `targets = "subscribers"`: a partition of the subscribers' connections only leaves

@@ -135,6 +135,39 @@ fn exchange(mut stream: impl Read + Write, answer: &Answer) -> Option<Request> {
     Some(Request { head, body })
 }
 
+/// Checks that `output` (a `run` or `check` whose critical rule fires, so exit 1) says it
+/// posted one alert to `url`, and that the receiver got it as a POST of `path` with the
+/// bearer token; returns what the receiver read.
+fn posted(output: &Output, url: &str, requests: &mpsc::Receiver<Request>, path: &str) -> Request {
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "notify: posted 1 firing alert to {url} (HTTP 200)"
+        )),
+        "{stderr}"
+    );
+    let request = requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the alert arrived");
+    assert!(
+        request
+            .head
+            .starts_with(&format!("POST {path} HTTP/1.1\r\n")),
+        "{}",
+        request.head
+    );
+    assert!(
+        request
+            .head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {TOKEN}"))),
+        "{}",
+        request.head
+    );
+    request
+}
+
 #[test]
 fn run_and_check_post_webhook_payloads_with_the_bearer_token() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -156,29 +189,7 @@ fn run_and_check_post_webhook_payloads_with_the_bearer_token() {
     );
     let stderr = text(&run.stderr);
     // The evaluation decides the exit code: the critical rule fails the run.
-    assert_eq!(run.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "notify: posted 1 firing alert to {url} (HTTP 200)"
-        )),
-        "{stderr}"
-    );
-    let request = requests
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the run notified");
-    assert!(
-        request.head.starts_with("POST /hook HTTP/1.1\r\n"),
-        "{}",
-        request.head
-    );
-    assert!(
-        request
-            .head
-            .lines()
-            .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {TOKEN}"))),
-        "{}",
-        request.head
-    );
+    let request = posted(&run, &url, &requests, "/hook");
     let body = &request.body;
     assert_eq!(body["version"], "4");
     assert_eq!(body["status"], "firing");
@@ -481,30 +492,7 @@ fn https_receivers_with_a_self_signed_certificate_redirects_and_timeouts() {
         ],
         dir.path(),
     );
-    let stderr = text(&check.stderr);
-    assert_eq!(check.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "notify: posted 1 firing alert to {url} (HTTP 200)"
-        )),
-        "{stderr}"
-    );
-    let request = requests
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the alert arrived over TLS");
-    assert!(
-        request.head.starts_with("POST /hook HTTP/1.1\r\n"),
-        "{}",
-        request.head
-    );
-    assert!(
-        request
-            .head
-            .lines()
-            .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {TOKEN}"))),
-        "{}",
-        request.head
-    );
+    let request = posted(&check, &url, &requests, "/hook");
     assert_eq!(request.body["alerts"][0]["labels"]["signal"], "e2e.p50");
 
     // Without the CA the certificate is refused, and the error says so.

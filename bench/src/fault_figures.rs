@@ -58,7 +58,7 @@ impl Window {
 /// the unavailability outside every window.
 pub fn measure(timeline: &Timeline, faults: &mut [FaultFigures]) -> OutsideFaults {
     let ns = |s: f64| (s.max(0.0) * 1e9) as u64;
-    let windows: Vec<Option<Window>> = faults
+    let mut windows: Vec<Option<Window>> = faults
         .iter()
         .map(|f| {
             f.injected_s.map(|injected| Window {
@@ -69,7 +69,6 @@ pub fn measure(timeline: &Timeline, faults: &mut [FaultFigures]) -> OutsideFault
             })
         })
         .collect();
-    let mut windows = windows;
     let active: Vec<Window> = windows.iter().flatten().copied().collect();
 
     // Successes and due times of both sides.

@@ -304,6 +304,28 @@ async fn accept(listener: TcpListener, upstream: String, shared: Arc<Shared>) {
 /// conditions. Both sockets linger zero, so a cut resets them (as a failed network path
 /// does) rather than closing them politely.
 async fn relay(client: TcpStream, server: TcpStream, cut: &CancellationToken, shared: &Shared) {
+    relay_with(
+        client,
+        server,
+        cut,
+        shared,
+        async |from, to| pump(from, to).await,
+        async |from, to| pump(from, to).await,
+    )
+    .await;
+}
+
+/// The two directions of a relayed connection, shaped by the proxy's conditions, each
+/// copied by its own function (`upstream` client → broker, `downstream` broker → client)
+/// until both sides closed or `cut` fires. Both sockets linger zero, so a cut resets them.
+async fn relay_with(
+    client: TcpStream,
+    server: TcpStream,
+    cut: &CancellationToken,
+    shared: &Shared,
+    upstream: impl AsyncFnOnce(&mut Inlet, &mut Outlet),
+    downstream: impl AsyncFnOnce(&mut Inlet, &mut Outlet),
+) {
     let _ = client.set_zero_linger();
     let _ = server.set_zero_linger();
     let (client_read, client_write) = client.into_split();
@@ -320,12 +342,12 @@ async fn relay(client: TcpStream, server: TcpStream, cut: &CancellationToken, sh
         _ = async {
             tokio::join!(
                 async {
-                    pump(&mut from_client, &mut to_server).await;
+                    upstream(&mut from_client, &mut to_server).await;
                     drop(to_server);
                 },
                 to_server_writer,
                 async {
-                    pump(&mut from_server, &mut to_client).await;
+                    downstream(&mut from_server, &mut to_client).await;
                     drop(to_client);
                 },
                 to_client_writer,
@@ -358,37 +380,22 @@ async fn relay_kafka(
     cut: &CancellationToken,
     shared: &Arc<Shared>,
 ) {
-    let _ = client.set_zero_linger();
-    let _ = server.set_zero_linger();
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
-    let conditions = || shared.conditions.subscribe();
-    let mut from_client = Inlet::new(client_read, conditions());
-    let mut from_server = Inlet::new(server_read, conditions());
-    let (mut to_server, to_server_writer) =
-        shaping::pipe(server_write, Way::ToBroker, conditions(), &shared.traffic);
-    let (mut to_client, to_client_writer) =
-        shaping::pipe(client_write, Way::FromBroker, conditions(), &shared.traffic);
     // Only calls whose responses are rewritten are kept, and each gets its response: the
     // map holds the client's Metadata and FindCoordinator requests in flight.
     let calls: Mutex<HashMap<i32, kafka::Call>> = Mutex::default();
-    tokio::select! {
-        () = cut.cancelled() => {}
-        _ = async {
-            tokio::join!(
-                async {
-                    let _ = requests(&mut from_client, &mut to_server, &calls).await;
-                    drop(to_server);
-                },
-                to_server_writer,
-                async {
-                    let _ = responses(&mut from_server, &mut to_client, &calls, shared).await;
-                    drop(to_client);
-                },
-                to_client_writer,
-            )
-        } => {}
-    }
+    relay_with(
+        client,
+        server,
+        cut,
+        shared,
+        async |from, to| {
+            let _ = requests(from, to, &calls).await;
+        },
+        async |from, to| {
+            let _ = responses(from, to, &calls, shared).await;
+        },
+    )
+    .await;
 }
 
 /// Relays the client's requests until it closes, remembering the calls whose responses
