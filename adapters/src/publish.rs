@@ -173,6 +173,19 @@ impl fmt::Display for PublishOutcome {
 pub(crate) trait Publisher: Send + Sync + 'static {
     /// Publishes one message; see [`Producer::publish`].
     fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome>;
+
+    /// Publishes `requests` in order as one batch; see [`Producer::publish_batch`].
+    ///
+    /// The default publishes each through [`publish`](Self::publish), polled in order.
+    /// Adapters whose client can send several messages in one write or one pipeline
+    /// override it.
+    fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> BoxFuture<'static, Vec<PublishOutcome>> {
+        let publishes: Vec<_> = requests.into_iter().map(|r| self.publish(r)).collect();
+        Box::pin(futures::future::join_all(publishes))
+    }
 }
 
 /// A cheap-to-clone handle that publishes messages through one broker connection
@@ -223,6 +236,30 @@ impl Producer {
             return Box::pin(std::future::ready(PublishOutcome::Failed(reason)));
         }
         self.inner.publish(request)
+    }
+
+    /// Publishes several messages at once, in order, as one batch: one write or one
+    /// pipeline where the client allows it, so a producer that has many messages due
+    /// together pays the per-call cost once. Resolves with one outcome per request, in
+    /// the order given, once every one of them has its outcome (so each outcome is as
+    /// late as the batch's last confirmation).
+    ///
+    /// The requests take their places in the connection's order together, at the
+    /// future's first poll, exactly as if each had been [`publish`](Self::publish)ed and
+    /// polled in turn. A request needing a missing capability fails without being sent,
+    /// as with `publish`; the others are still sent.
+    pub fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> BoxFuture<'static, Vec<PublishOutcome>> {
+        if requests
+            .iter()
+            .all(|r| self.capabilities.missing(r.required_capabilities()).is_empty())
+        {
+            return self.inner.publish_batch(requests);
+        }
+        let publishes: Vec<_> = requests.into_iter().map(|r| self.publish(r)).collect();
+        Box::pin(futures::future::join_all(publishes))
     }
 
     /// The backend this producer publishes to.
