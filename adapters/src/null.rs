@@ -51,6 +51,25 @@ struct TopicInner {
     next_pick: usize,
 }
 
+impl TopicInner {
+    /// The subscriber a `one` message goes to: by key hash, else round robin. There must
+    /// be at least one subscriber.
+    fn pick(&mut self, key: Option<&str>) -> usize {
+        let n = self.subscribers.len();
+        match key {
+            Some(key) => {
+                let mut hasher = std::hash::DefaultHasher::new();
+                key.hash(&mut hasher);
+                (hasher.finish() % n as u64) as usize
+            }
+            None => {
+                self.next_pick = self.next_pick.wrapping_add(1);
+                self.next_pick % n
+            }
+        }
+    }
+}
+
 struct NullSubscriber {
     id: u64,
     tx: mpsc::Sender<Batch>,
@@ -92,53 +111,72 @@ impl NullBackend {
 
 impl NullState {
     async fn publish(&self, request: PublishRequest) -> PublishOutcome {
-        let Some(topic) = self.topics.read().get(&request.topic).cloned() else {
+        self.publish_run(vec![request]).await;
+        PublishOutcome::Ok
+    }
+
+    /// Publishes a batch: each run of requests to one topic takes the topic's lock once
+    /// and reaches each subscriber as one [`Batch::Many`].
+    async fn publish_batch(&self, requests: Vec<PublishRequest>) -> Vec<PublishOutcome> {
+        let outcomes = vec![PublishOutcome::Ok; requests.len()];
+        let mut requests = requests.into_iter().peekable();
+        while let Some(first) = requests.next() {
+            let mut run = vec![first];
+            while let Some(next) = requests.next_if(|r| r.topic == run[0].topic) {
+                run.push(next);
+            }
+            self.publish_run(run).await;
+        }
+        outcomes
+    }
+
+    /// Publishes requests that all go to one topic. The topic's lock is held while the
+    /// messages are handed to every subscriber channel, including waiting for room in a
+    /// full one, so every subscriber sees the publish order.
+    async fn publish_run(&self, run: Vec<PublishRequest>) {
+        let Some(topic) = self.topics.read().get(&run[0].topic).cloned() else {
             // Nobody ever subscribed: like a broker with no subscribers and no retention.
-            return PublishOutcome::Ok;
+            return;
         };
         let mut inner = topic.inner.lock().await;
         inner.subscribers.retain(|s| !s.tx.is_closed());
-        let index = inner.next_index;
-        inner.next_index += 1;
-        if inner.subscribers.is_empty() {
-            return PublishOutcome::Ok;
+        let first_index = inner.next_index;
+        inner.next_index += run.len() as i64;
+        let n = inner.subscribers.len();
+        if n == 0 {
+            return;
         }
-        let delivery = Delivery {
-            topic: topic.name.clone(),
-            payload: request.payload,
-            key: request.key.as_deref().map(str::to_owned),
-            redelivered: false,
-            attempt: None,
-            sequence: Some(index),
-            received_at: Instant::now(),
-            ack_token: Default::default(),
-        };
-        match request.delivery {
-            DeliveryMode::All => {
-                let last = inner.subscribers.len() - 1;
-                for s in &inner.subscribers[..last] {
-                    // A subscriber that went away meanwhile is skipped, not an error.
-                    let _ = s.tx.send(Batch::One(delivery.clone())).await;
+        let received_at = Instant::now();
+        let mut batches: Vec<Vec<Delivery>> = vec![Vec::with_capacity(run.len()); n];
+        for (i, request) in run.into_iter().enumerate() {
+            let delivery = Delivery {
+                topic: topic.name.clone(),
+                payload: request.payload,
+                key: request.key.as_deref().map(str::to_owned),
+                redelivered: false,
+                attempt: None,
+                sequence: Some(first_index + i as i64),
+                received_at,
+                ack_token: Default::default(),
+            };
+            match request.delivery {
+                DeliveryMode::All => {
+                    for batch in &mut batches {
+                        batch.push(delivery.clone());
+                    }
                 }
-                let _ = inner.subscribers[last].tx.send(Batch::One(delivery)).await;
-            }
-            DeliveryMode::One => {
-                let n = inner.subscribers.len();
-                let pick = match &delivery.key {
-                    Some(key) => {
-                        let mut hasher = std::hash::DefaultHasher::new();
-                        key.hash(&mut hasher);
-                        (hasher.finish() % n as u64) as usize
-                    }
-                    None => {
-                        inner.next_pick = inner.next_pick.wrapping_add(1);
-                        inner.next_pick % n
-                    }
-                };
-                let _ = inner.subscribers[pick].tx.send(Batch::One(delivery)).await;
+                DeliveryMode::One => {
+                    let pick = inner.pick(delivery.key.as_deref());
+                    batches[pick].push(delivery);
+                }
             }
         }
-        PublishOutcome::Ok
+        for (s, batch) in inner.subscribers.iter().zip(batches) {
+            if !batch.is_empty() {
+                // A subscriber that went away meanwhile is skipped, not an error.
+                let _ = s.tx.send(Batch::Many(batch)).await;
+            }
+        }
     }
 }
 
@@ -150,6 +188,14 @@ impl Publisher for NullPublisher {
     fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
         let state = self.state.clone();
         Box::pin(async move { state.publish(request).await })
+    }
+
+    fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> BoxFuture<'static, Vec<PublishOutcome>> {
+        let state = self.state.clone();
+        Box::pin(async move { state.publish_batch(requests).await })
     }
 }
 

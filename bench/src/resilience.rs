@@ -165,3 +165,20 @@ pub(crate) async fn resubscribe_until(
         pause = (pause * 2).min(LONGEST_PAUSE);
     }
 }
+
+/// `publish_batch` of `count` messages, every one counted as unknown when the batch has
+/// no outcome within `deadline`.
+pub(crate) fn bounded_batch(
+    publish: BoxFuture<'static, Vec<PublishOutcome>>,
+    count: usize,
+    deadline: Option<Duration>,
+) -> BoxFuture<'static, Vec<PublishOutcome>> {
+    match deadline {
+        None => publish,
+        Some(deadline) => Box::pin(async move {
+            tokio::time::timeout(deadline, publish)
+                .await
+                .unwrap_or_else(|_| vec![PublishOutcome::Unknown; count])
+        }),
+    }
+}
