@@ -116,15 +116,17 @@ impl FaultyBackend {
 }
 
 /// Waits until `deadline` precisely: tokio's timer (1 ms steps) for most of the wait,
-/// then yielding until the instant passes. Test-only precision at the cost of a busy
-/// last millisecond.
+/// then the last 2 ms asleep on a blocking-pool thread (the OS sleeps to within tens of
+/// µs). Spinning on a runtime worker instead would take that worker from the run's
+/// producers for the whole time and, on a loaded machine, delay their sends.
 async fn wait_precisely(deadline: Instant) {
     let coarse = deadline.checked_sub(Duration::from_millis(2));
     if let Some(coarse) = coarse.filter(|c| *c > Instant::now()) {
         tokio::time::sleep_until(coarse.into()).await;
     }
-    while Instant::now() < deadline {
-        tokio::task::yield_now().await;
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !left.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(left)).await;
     }
 }
 

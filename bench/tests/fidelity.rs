@@ -48,7 +48,13 @@ async fn run(plan: &Plan, faults: FaultPlan) -> RunOutcome {
         .expect("the run completes")
 }
 
-/// Every delivery 2 ms late: the measured median moves by 2 ms, within 10 %.
+/// Every delivery 20 ms late: the measured median moves by 20 ms, within 10 % (long
+/// enough that the OS's wake-up jitter on a loaded machine stays well inside that).
+///
+/// Compared from the actual send (e2e uncorrected): the injector waits out each delay
+/// by spinning on one of the runtime's two workers, so on a loaded machine it also
+/// delays the producer's sends by milliseconds, which the corrected figure rightly
+/// counts but which is not the delay injected after the send.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_delivery_delay_is_recovered_within_ten_percent() {
     let p = plan(
@@ -61,19 +67,23 @@ async fn a_known_delivery_delay_is_recovered_within_ten_percent() {
     let delayed = run(
         &p,
         FaultPlan {
-            delivery_delay: Duration::from_millis(2),
+            delivery_delay: Duration::from_millis(20),
             ..FaultPlan::default()
         },
     )
     .await;
-    let base = baseline.figures.latency.e2e.p50_us.unwrap();
-    let with_delay = delayed.figures.latency.e2e.p50_us.unwrap();
+    let base = baseline.figures.latency.e2e_uncorrected.p50_us.unwrap();
+    let with_delay = delayed.figures.latency.e2e_uncorrected.p50_us.unwrap();
     let measured = with_delay - base;
     assert!(
-        (1800.0..=2200.0).contains(&measured),
-        "injected 2000 µs, measured {measured:.1} µs (p50 {with_delay:.1} µs with the delay, {base:.1} µs without)"
+        (18_000.0..=22_000.0).contains(&measured),
+        "injected 20000 µs, measured {measured:.1} µs (p50 from the send {with_delay:.1} µs with the delay, {base:.1} µs without)"
     );
-    assert_eq!(delayed.figures.volume.delivered, 400);
+    // Every message arrives; the last 20 ms of them land after the measured phase, in
+    // the drain, so the phase's delivered count is short by about four.
+    assert_eq!(delayed.figures.volume.published, 400);
+    assert_eq!(delayed.figures.correctness.lost, 0);
+    assert!((395..=400).contains(&delayed.figures.volume.delivered));
 }
 
 /// A 200 ms stall every 2 s of a closed-loop-looking producer (one publish in flight):

@@ -160,22 +160,26 @@ impl Outbox {
     ) {
         self.messages -= settled.count;
         let now = Instant::now();
+        let mut confirmed = 0u64;
         for (i, outcome) in settled.outcomes.as_slice().iter().enumerate() {
             let seq = settled.first_seq + i as u64;
             let due_ns = self.due_ns(settled.first_seq, settled.first_due_ns, seq);
-            self.settle_one(
-                shared,
-                clock,
-                recorder,
-                now,
-                (seq, due_ns, settled.sent),
-                outcome,
-            );
+            let message = (seq, due_ns, settled.sent);
+            if self.settle_one(shared, clock, recorder, now, message, outcome) {
+                confirmed += 1;
+            }
+        }
+        // The drain waits on this count: one update per entry, not per message.
+        if confirmed > 0 {
+            shared.producers[self.result.id as usize]
+                .confirmed
+                .fetch_add(confirmed, Ordering::Relaxed);
         }
     }
 
     /// Records the outcome of one publish: `(seq, due_ns, sent)`. True when it is a
     /// confirmed publish of the measured phase (the caller counts those).
+    #[must_use]
     fn settle_one(
         &mut self,
         shared: &Shared,
