@@ -1,0 +1,335 @@
+//! The reader task: splits the broker's lines, hands pushes to subscriptions in batches
+//! and resolves each answer with the oldest pending request.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{
+    ConnState, MAX_DELIVERY_BATCH, MAX_LINE_BYTES, PENDING_ENTRY_GRACE, Pending, READ_BUFFER_SIZE,
+};
+use crate::error::{AdapterError, ErrorKind};
+use crate::net;
+use crate::publish::PublishOutcome;
+use crate::reference::codec::{self, Reply, ServerLine};
+use crate::subscription::{AckToken, AckTokenRepr, Batch, Delivery};
+
+/// Where pushes for one subscribed topic go.
+pub(super) struct Route {
+    topic: Arc<str>,
+    tx: mpsc::Sender<Batch>,
+    /// Deliveries parsed but not yet handed over.
+    batch: Vec<Delivery>,
+}
+
+impl Route {
+    /// Hands the gathered deliveries to the subscription, waiting for room. Returns
+    /// `false` if the subscription is gone.
+    async fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return !self.tx.is_closed();
+        }
+        // Size the next batch like this one: small at low rates, full at high rates.
+        let next = Vec::with_capacity(self.batch.len());
+        let batch = std::mem::replace(&mut self.batch, next);
+        self.tx.send(Batch::Many(batch)).await.is_ok()
+    }
+}
+
+/// The reader task.
+pub(super) struct Reader {
+    pub(super) rd: OwnedReadHalf,
+    pub(super) buf: BytesMut,
+    /// How much of `buf` is known to hold no newline.
+    pub(super) scanned: usize,
+    pub(super) pending: mpsc::Receiver<Pending>,
+    pub(super) routes: HashMap<Arc<str>, Route>,
+    pub(super) state: Arc<ConnState>,
+}
+
+impl Reader {
+    pub(super) async fn run(mut self, mut writer_gone: oneshot::Receiver<()>) {
+        let error = match self.pump(&mut writer_gone).await {
+            Ok(()) => None,
+            Err(error) => {
+                self.state.fail(error);
+                Some(self.state.reason())
+            }
+        };
+        // Deliver what was parsed, then the error, so no stream just stops silently.
+        for route in self.routes.values_mut() {
+            if route.flush().await
+                && let Some(error) = &error
+            {
+                let _ = route.tx.send(Batch::Error(error.clone())).await;
+            }
+        }
+        // Dropping the pending entries resolves unanswered publishes as Unknown and
+        // other requests as closed.
+    }
+
+    async fn pump(&mut self, writer_gone: &mut oneshot::Receiver<()>) -> Result<(), AdapterError> {
+        // Set once the writer has ended (every handle dropped): wait for the answers to
+        // what was written, up to the request timeout, then stop.
+        let mut draining: Option<Instant> = None;
+        loop {
+            self.process_lines().await?;
+            self.flush_routes().await;
+            if draining.is_some() && self.pending.is_empty() {
+                return Ok(());
+            }
+            if self.buf.capacity() - self.buf.len() < READ_BUFFER_SIZE / 4 {
+                self.buf.reserve(READ_BUFFER_SIZE);
+            }
+            let linger = async {
+                match draining {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = self.state.closed.cancelled() => return Err(self.state.reason()),
+                _ = &mut *writer_gone, if draining.is_none() => {
+                    draining = Some(Instant::now() + self.state.options.request_timeout);
+                }
+                () = linger => return Ok(()),
+                read = self.rd.read_buf(&mut self.buf) => match read {
+                    Ok(0) if draining.is_some() => return Ok(()),
+                    Ok(0) => {
+                        // A cut line is what a slow-consumer disconnect usually leaves when
+                        // the broker could not get its notice through; say so.
+                        let cut = if self.buf.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" in the middle of a line ({} bytes unfinished)", self.buf.len())
+                        };
+                        return Err(AdapterError::closed(format!(
+                            "the reference broker at {} closed the connection{cut}",
+                            self.state.url
+                        )));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(AdapterError::closed(format!(
+                            "reading from the reference broker at {} failed: {}",
+                            self.state.url,
+                            net::os_error(&e)
+                        )));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Handles every complete line in the buffer.
+    async fn process_lines(&mut self) -> Result<(), AdapterError> {
+        loop {
+            let Some(offset) = memchr::memchr(b'\n', &self.buf[self.scanned..]) else {
+                self.scanned = self.buf.len();
+                if self.scanned > MAX_LINE_BYTES {
+                    return Err(AdapterError::protocol(format!(
+                        "the reference broker at {} sent a line longer than {} MiB",
+                        self.state.url,
+                        MAX_LINE_BYTES >> 20
+                    )));
+                }
+                return Ok(());
+            };
+            let newline = self.scanned + offset;
+            let line = self.buf.split_to(newline + 1).freeze();
+            self.scanned = 0;
+            let mut len = newline;
+            if len > 0 && line[len - 1] == b'\r' {
+                len -= 1;
+            }
+            if len > 0 {
+                self.handle_line(&line, len).await?;
+            }
+        }
+    }
+
+    async fn handle_line(&mut self, line: &Bytes, len: usize) -> Result<(), AdapterError> {
+        let text = &line[..len];
+        let decoded = codec::decode_line(text).map_err(|e| {
+            AdapterError::protocol(format!(
+                "the reference broker at {} sent an unexpected line: {e}: {}",
+                self.state.url,
+                snippet(text)
+            ))
+        })?;
+        match decoded {
+            ServerLine::Push(push) => {
+                let received_at = std::time::Instant::now();
+                let Some(route) = self.routes.get_mut(&*push.topic) else {
+                    // A push for a topic nobody here reads any more (its subscription was
+                    // dropped while the connection lives on): nothing to deliver it to.
+                    return Ok(());
+                };
+                let payload = match push.msg {
+                    Cow::Borrowed(msg) => line.slice_ref(msg.as_bytes()),
+                    Cow::Owned(msg) => Bytes::from(msg),
+                };
+                route.batch.push(Delivery {
+                    topic: route.topic.clone(),
+                    payload,
+                    key: push.key.map(Cow::into_owned),
+                    redelivered: push.redelivered,
+                    attempt: push.attempt,
+                    sequence: push.index,
+                    received_at,
+                    ack_token: AckToken(match push.index {
+                        Some(index) => AckTokenRepr::Index(index),
+                        None => AckTokenRepr::None,
+                    }),
+                });
+                if route.batch.len() >= MAX_DELIVERY_BATCH && !route.flush().await {
+                    self.routes.remove(&*push.topic);
+                }
+                Ok(())
+            }
+            ServerLine::Reply(reply) => {
+                if reply.is_slow_consumer() {
+                    return Err(AdapterError::new(
+                        ErrorKind::SlowConsumer,
+                        format!(
+                            "the reference broker at {} disconnected this subscriber: {} (it did not read fast enough)",
+                            self.state.url,
+                            codec::SLOW_CONSUMER_REASON
+                        ),
+                    ));
+                }
+                let entry = self.next_pending(text).await?;
+                self.resolve(entry, &reply, text).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// The oldest unanswered request.
+    async fn next_pending(&mut self, line: &[u8]) -> Result<Pending, AdapterError> {
+        let entry = match self.pending.try_recv() {
+            Ok(entry) => Some(entry),
+            Err(TryRecvError::Empty) => {
+                tokio::time::timeout(PENDING_ENTRY_GRACE, self.pending.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            Err(TryRecvError::Disconnected) => None,
+        };
+        entry.ok_or_else(|| {
+            AdapterError::protocol(format!(
+                "the reference broker at {} answered a request that was never sent: {}",
+                self.state.url,
+                snippet(line)
+            ))
+        })
+    }
+
+    async fn resolve(&mut self, entry: Pending, reply: &Reply<'_>, line: &[u8]) {
+        match entry {
+            Pending::Publish(tx) => {
+                let outcome = match (reply.success, reply.duplicate) {
+                    (true, false) => PublishOutcome::Ok,
+                    (true, true) => PublishOutcome::Duplicate,
+                    (false, _) => PublishOutcome::Failed(reply.reason_text().to_owned()),
+                };
+                let _ = tx.send(outcome);
+            }
+            Pending::Subscribe {
+                topic,
+                route,
+                reply: tx,
+            } => {
+                let result = if !reply.success {
+                    Err(AdapterError::rejected(format!(
+                        "subscribe to {topic}: {}",
+                        reply.reason_text()
+                    )))
+                } else if self.routes.contains_key(&topic) {
+                    Err(AdapterError::invalid_input(format!(
+                        "subscribe to {topic}: this connection is already subscribed to it"
+                    )))
+                } else {
+                    self.routes.insert(
+                        topic.clone(),
+                        Route {
+                            topic,
+                            tx: route,
+                            batch: Vec::new(),
+                        },
+                    );
+                    Ok(())
+                };
+                let _ = tx.send(result);
+            }
+            Pending::Unsubscribe { topic, reply: tx } => {
+                let result = if reply.success {
+                    // Pushes read before the confirmation still belong to the subscriber;
+                    // then dropping the route ends its stream.
+                    if let Some(mut route) = self.routes.remove(&topic) {
+                        route.flush().await;
+                    }
+                    Ok(())
+                } else {
+                    Err(AdapterError::rejected(format!(
+                        "unsubscribe from {topic}: {}",
+                        reply.reason_text()
+                    )))
+                };
+                let _ = tx.send(result);
+            }
+            Pending::Ack { rejected } => {
+                if !reply.success {
+                    rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Pending::Stats(tx) => {
+                let result = if reply.success {
+                    codec::decode_stats(line).map_err(|e| {
+                        AdapterError::protocol(format!("stats: {e}: {}", snippet(line)))
+                    })
+                } else {
+                    Err(AdapterError::rejected(format!(
+                        "stats: {}",
+                        reply.reason_text()
+                    )))
+                };
+                let _ = tx.send(result);
+            }
+        }
+    }
+
+    /// Hands every gathered batch over; forgets routes whose subscription is gone.
+    async fn flush_routes(&mut self) {
+        let mut gone = Vec::new();
+        for (topic, route) in &mut self.routes {
+            if !route.flush().await {
+                gone.push(topic.clone());
+            }
+        }
+        for topic in gone {
+            self.routes.remove(&topic);
+        }
+    }
+}
+
+/// The start of a line, for error messages.
+fn snippet(line: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&line[..line.len().min(MAX)]);
+    if line.len() > MAX {
+        format!("{text}…")
+    } else {
+        text.into_owned()
+    }
+}
