@@ -72,8 +72,10 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Most deliveries the reader gathers for one subscription before handing them over;
-/// it also hands them over after every read, so this only bounds a batch's size.
-const MAX_DELIVERY_BATCH: usize = 128;
+/// it also hands them over after every read, so this only bounds a batch's size. Large
+/// enough for a whole read buffer of small messages (64 KiB of ~100-byte pushes), so a
+/// subscriber at full speed gets one channel send and one wake-up per read.
+const MAX_DELIVERY_BATCH: usize = 1024;
 
 /// How long the reader waits for the writer's pending entry of an answer that arrived.
 /// The entry is queued before the request's bytes are written, so it is always there
@@ -85,6 +87,11 @@ enum Request {
     Publish {
         request: PublishRequest,
         reply: oneshot::Sender<PublishOutcome>,
+    },
+    /// Several publishes encoded into one write, answered together.
+    PublishBatch {
+        requests: Vec<PublishRequest>,
+        reply: oneshot::Sender<Vec<PublishOutcome>>,
     },
     Subscribe {
         spec: SubscriptionSpec,
@@ -113,6 +120,9 @@ impl Request {
             Request::Publish { reply, .. } => {
                 let _ = reply.send(PublishOutcome::Failed(format!("not sent: {error}")));
             }
+            Request::PublishBatch { requests, reply } => {
+                let _ = reply.send(failed_batch(requests.len(), error));
+            }
             Request::Subscribe { reply, .. } | Request::Unsubscribe { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
             }
@@ -128,6 +138,8 @@ impl Request {
 /// What the reader does with the answer to a request that was written.
 enum Pending {
     Publish(oneshot::Sender<PublishOutcome>),
+    /// One entry for a whole batch: it takes as many answers as the batch sent.
+    PublishBatch(BatchOutcomes),
     Subscribe {
         topic: Arc<str>,
         route: mpsc::Sender<Batch>,
@@ -141,6 +153,65 @@ enum Pending {
         rejected: Arc<AtomicU64>,
     },
     Stats(oneshot::Sender<Result<serde_json::Value, AdapterError>>),
+}
+
+/// The outcomes of one batch of publishes, filled in by the reader one answer at a time
+/// and handed to the batch's caller, all together, with the last one.
+struct BatchOutcomes {
+    /// One slot per request, in order: `Some` once known (a request that could not be
+    /// encoded is known at once), `None` while its answer is awaited.
+    outcomes: Vec<Option<PublishOutcome>>,
+    /// No slot before this one awaits an answer.
+    next: usize,
+    /// Slots still awaiting an answer.
+    awaiting: usize,
+    /// Taken when the outcomes are handed over.
+    reply: Option<oneshot::Sender<Vec<PublishOutcome>>>,
+}
+
+impl BatchOutcomes {
+    /// Records the answer to the oldest request still awaiting one. Returns `true` when
+    /// that was the batch's last (and hands the outcomes over).
+    fn answer(&mut self, outcome: PublishOutcome) -> bool {
+        while self.outcomes.get(self.next).is_some_and(Option::is_some) {
+            self.next += 1;
+        }
+        if let Some(slot) = self.outcomes.get_mut(self.next) {
+            *slot = Some(outcome);
+            self.next += 1;
+            self.awaiting -= 1;
+        }
+        if self.awaiting == 0 {
+            self.hand_over();
+            return true;
+        }
+        false
+    }
+
+    /// Sends the outcomes to the caller; requests still awaiting an answer are
+    /// [`PublishOutcome::Unknown`].
+    fn hand_over(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            let outcomes = std::mem::take(&mut self.outcomes)
+                .into_iter()
+                .map(|o| o.unwrap_or(PublishOutcome::Unknown))
+                .collect();
+            let _ = reply.send(outcomes);
+        }
+    }
+}
+
+impl Drop for BatchOutcomes {
+    /// A batch dropped before all its answers arrived (the connection ended): the
+    /// confirmations that did arrive stand, the rest are unknown.
+    fn drop(&mut self) {
+        self.hand_over();
+    }
+}
+
+/// `n` outcomes saying the batch was not sent, and why.
+fn failed_batch(n: usize, error: &AdapterError) -> Vec<PublishOutcome> {
+    vec![PublishOutcome::Failed(format!("not sent: {error}")); n]
 }
 
 /// What the handles and both tasks share.
@@ -235,6 +306,8 @@ impl Connection {
             buf: BytesMut::with_capacity(READ_BUFFER_SIZE),
             scanned: 0,
             pending: pending_rx,
+            read_at: std::time::Instant::now(),
+            batch: None,
             routes: HashMap::new(),
             state: state.clone(),
         };
@@ -294,6 +367,50 @@ impl Connection {
                 Ok(Ok(outcome)) => outcome,
                 // Sent, and then no answer: the timeout, or the connection dropped.
                 Ok(Err(_)) | Err(_) => PublishOutcome::Unknown,
+            }
+        }
+    }
+
+    /// Publishes `requests` in order as one batch; see
+    /// [`Producer::publish_batch`](crate::Producer::publish_batch). The batch travels to
+    /// the writer as one request, is encoded into one buffer and written with one call,
+    /// and waits for its answers as one pending entry; the future resolves once the last
+    /// answer arrived. The publish timeout applies to the batch as a whole: when it
+    /// expires, every outcome of the batch is [`PublishOutcome::Unknown`].
+    pub fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> impl Future<Output = Vec<PublishOutcome>> + Send + 'static {
+        let sender = self.requests.clone();
+        let state = self.state.clone();
+        async move {
+            let n = requests.len();
+            if n == 0 {
+                return Vec::new();
+            }
+            let deadline = Instant::now() + state.options.publish_timeout;
+            let (reply, answer) = oneshot::channel();
+            // `unconstrained`, as in `publish`: the first poll takes the batch's place.
+            let request = Request::PublishBatch { requests, reply };
+            match tokio::time::timeout_at(
+                deadline,
+                tokio::task::unconstrained(sender.send(request)),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return failed_batch(n, &state.reason()),
+                Err(_) => {
+                    let why = AdapterError::timeout(
+                        "the connection's request queue stayed full",
+                        state.options.publish_timeout,
+                    );
+                    return failed_batch(n, &why);
+                }
+            }
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(outcomes)) => outcomes,
+                Ok(Err(_)) | Err(_) => vec![PublishOutcome::Unknown; n],
             }
         }
     }
@@ -430,6 +547,13 @@ impl fmt::Debug for Connection {
 impl Publisher for Connection {
     fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
         Box::pin(Connection::publish(self, request))
+    }
+
+    fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> BoxFuture<'static, Vec<PublishOutcome>> {
+        Box::pin(Connection::publish_batch(self, requests))
     }
 }
 

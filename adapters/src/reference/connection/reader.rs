@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{
-    ConnState, MAX_DELIVERY_BATCH, MAX_LINE_BYTES, PENDING_ENTRY_GRACE, Pending, READ_BUFFER_SIZE,
+    BatchOutcomes, ConnState, MAX_DELIVERY_BATCH, MAX_LINE_BYTES, PENDING_ENTRY_GRACE, Pending,
+    READ_BUFFER_SIZE,
 };
 use crate::error::{AdapterError, ErrorKind};
 use crate::net;
@@ -51,6 +52,10 @@ pub(super) struct Reader {
     /// How much of `buf` is known to hold no newline.
     pub(super) scanned: usize,
     pub(super) pending: mpsc::Receiver<Pending>,
+    /// When the lines being handled were read: every push of one read is received then.
+    pub(super) read_at: std::time::Instant,
+    /// The batch whose answers are arriving, once its first one did.
+    pub(super) batch: Option<BatchOutcomes>,
     pub(super) routes: HashMap<Arc<str>, Route>,
     pub(super) state: Arc<ConnState>,
 }
@@ -83,7 +88,7 @@ impl Reader {
         loop {
             self.process_lines().await?;
             self.flush_routes().await;
-            if draining.is_some() && self.pending.is_empty() {
+            if draining.is_some() && self.pending.is_empty() && self.batch.is_none() {
                 return Ok(());
             }
             if self.buf.capacity() - self.buf.len() < READ_BUFFER_SIZE / 4 {
@@ -130,35 +135,45 @@ impl Reader {
         }
     }
 
-    /// Handles every complete line in the buffer.
+    /// Handles every complete line in the buffer. The complete lines are split off the
+    /// buffer in one piece, so every payload of this read is a slice of one `Bytes`.
     async fn process_lines(&mut self) -> Result<(), AdapterError> {
-        loop {
-            let Some(offset) = memchr::memchr(b'\n', &self.buf[self.scanned..]) else {
-                self.scanned = self.buf.len();
-                if self.scanned > MAX_LINE_BYTES {
-                    return Err(AdapterError::protocol(format!(
-                        "the reference broker at {} sent a line longer than {} MiB",
-                        self.state.url,
-                        MAX_LINE_BYTES >> 20
-                    )));
-                }
-                return Ok(());
-            };
-            let newline = self.scanned + offset;
-            let line = self.buf.split_to(newline + 1).freeze();
-            self.scanned = 0;
-            let mut len = newline;
-            if len > 0 && line[len - 1] == b'\r' {
-                len -= 1;
+        let Some(last) = memchr::memrchr(b'\n', &self.buf[self.scanned..]) else {
+            self.scanned = self.buf.len();
+            if self.scanned > MAX_LINE_BYTES {
+                return Err(AdapterError::protocol(format!(
+                    "the reference broker at {} sent a line longer than {} MiB",
+                    self.state.url,
+                    MAX_LINE_BYTES >> 20
+                )));
             }
-            if len > 0 {
-                self.handle_line(&line, len).await?;
+            return Ok(());
+        };
+        let lines = self.buf.split_to(self.scanned + last + 1).freeze();
+        self.read_at = std::time::Instant::now();
+        // What is left is the start of a line: it holds no newline.
+        self.scanned = self.buf.len();
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', &lines) {
+            let mut end = newline;
+            if end > start && lines[end - 1] == b'\r' {
+                end -= 1;
             }
+            if end > start {
+                self.handle_line(&lines, start..end).await?;
+            }
+            start = newline + 1;
         }
+        Ok(())
     }
 
-    async fn handle_line(&mut self, line: &Bytes, len: usize) -> Result<(), AdapterError> {
-        let text = &line[..len];
+    /// Handles the line at `range` of `lines` (without its line end).
+    async fn handle_line(
+        &mut self,
+        lines: &Bytes,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), AdapterError> {
+        let text = &lines[range];
         let decoded = codec::decode_line(text).map_err(|e| {
             AdapterError::protocol(format!(
                 "the reference broker at {} sent an unexpected line: {e}: {}",
@@ -168,14 +183,13 @@ impl Reader {
         })?;
         match decoded {
             ServerLine::Push(push) => {
-                let received_at = std::time::Instant::now();
                 let Some(route) = self.routes.get_mut(&*push.topic) else {
                     // A push for a topic nobody here reads any more (its subscription was
                     // dropped while the connection lives on): nothing to deliver it to.
                     return Ok(());
                 };
                 let payload = match push.msg {
-                    Cow::Borrowed(msg) => line.slice_ref(msg.as_bytes()),
+                    Cow::Borrowed(msg) => lines.slice_ref(msg.as_bytes()),
                     Cow::Owned(msg) => Bytes::from(msg),
                 };
                 route.batch.push(Delivery {
@@ -185,7 +199,7 @@ impl Reader {
                     redelivered: push.redelivered,
                     attempt: push.attempt,
                     sequence: push.index,
-                    received_at,
+                    received_at: self.read_at,
                     ack_token: AckToken(match push.index {
                         Some(index) => AckTokenRepr::Index(index),
                         None => AckTokenRepr::None,
@@ -206,6 +220,12 @@ impl Reader {
                             codec::SLOW_CONSUMER_REASON
                         ),
                     ));
+                }
+                if let Some(batch) = &mut self.batch {
+                    if batch.answer(publish_outcome(&reply)) {
+                        self.batch = None;
+                    }
+                    return Ok(());
                 }
                 let entry = self.next_pending(text).await?;
                 self.resolve(entry, &reply, text).await;
@@ -238,12 +258,12 @@ impl Reader {
     async fn resolve(&mut self, entry: Pending, reply: &Reply<'_>, line: &[u8]) {
         match entry {
             Pending::Publish(tx) => {
-                let outcome = match (reply.success, reply.duplicate) {
-                    (true, false) => PublishOutcome::Ok,
-                    (true, true) => PublishOutcome::Duplicate,
-                    (false, _) => PublishOutcome::Failed(reply.reason_text().to_owned()),
-                };
-                let _ = tx.send(outcome);
+                let _ = tx.send(publish_outcome(reply));
+            }
+            Pending::PublishBatch(mut batch) => {
+                if !batch.answer(publish_outcome(reply)) {
+                    self.batch = Some(batch);
+                }
             }
             Pending::Subscribe {
                 topic,
@@ -320,6 +340,15 @@ impl Reader {
         for topic in gone {
             self.routes.remove(&topic);
         }
+    }
+}
+
+/// What a reply to a `send` says about it.
+fn publish_outcome(reply: &Reply<'_>) -> PublishOutcome {
+    match (reply.success, reply.duplicate) {
+        (true, false) => PublishOutcome::Ok,
+        (true, true) => PublishOutcome::Duplicate,
+        (false, _) => PublishOutcome::Failed(reply.reason_text().to_owned()),
     }
 }
 

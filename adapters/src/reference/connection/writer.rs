@@ -8,7 +8,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ConnState, MAX_IN_FLIGHT, Pending, Request, WRITE_BATCH_BYTES};
+use super::{BatchOutcomes, ConnState, MAX_IN_FLIGHT, Pending, Request, WRITE_BATCH_BYTES};
 use crate::error::AdapterError;
 use crate::net;
 use crate::publish::PublishOutcome;
@@ -112,6 +112,30 @@ async fn stage(
                 return Ok(());
             }
         },
+        Request::PublishBatch { requests, reply } => {
+            let mut outcomes = Vec::with_capacity(requests.len());
+            let mut awaiting = 0;
+            for request in &requests {
+                match codec::encode_send(buf, request) {
+                    Ok(()) => {
+                        outcomes.push(None);
+                        awaiting += 1;
+                    }
+                    Err(e) => outcomes.push(Some(PublishOutcome::Failed(e.to_string()))),
+                }
+            }
+            let batch = BatchOutcomes {
+                outcomes,
+                next: 0,
+                awaiting,
+                reply: Some(reply),
+            };
+            if awaiting == 0 {
+                // Nothing was sent; dropping the entry hands the failures over.
+                return Ok(());
+            }
+            Pending::PublishBatch(batch)
+        }
         Request::Subscribe { spec, route, reply } => {
             codec::encode_subscribe(buf, &spec.topic, spec.start, spec.ack);
             Pending::Subscribe {
