@@ -11,11 +11,14 @@
 //! The broker answers requests in the order it received them, and interleaves pushed
 //! messages (`"command":"send"`) with the answers (`"success"`). So the writer queues a
 //! pending entry for each request *before* its bytes reach the socket, and the reader
-//! pops one entry per answer: no ids, no locks. The writer batches: it drains every
-//! queued request into one buffer and writes it with one call, so at high rates one
-//! syscall carries many messages. The reader reads 64 KiB at a time, splits lines with
-//! `memchr`, decodes them without copying (a delivery's payload is a slice of the read
-//! buffer) and hands deliveries to subscriptions in batches.
+//! pops one entry per answer: no ids, no locks. The writer batches: it takes every
+//! queued request off its queue at once, encodes them into one buffer and writes it with
+//! one call, so at high rates one syscall carries many messages. A
+//! [`publish_batch`](Connection::publish_batch) is one request and one pending entry
+//! however many messages it holds: one queue send, one wake-up of the writer, one
+//! oneshot and one timer for the whole batch. The reader reads 64 KiB at a time, splits
+//! off all complete lines as one `Bytes`, decodes them without copying (a delivery's
+//! payload is a slice of that `Bytes`) and hands each subscription one batch per read.
 //!
 //! Timeouts: every request (publish, subscribe, unsubscribe, stats) and every socket
 //! write has one. The reader's wait for the next line has none on purpose: a subscriber
@@ -59,6 +62,15 @@ const REQUEST_QUEUE_CAPACITY: usize = 1024;
 /// Most requests written to the broker and not yet answered (the pending FIFO's
 /// capacity). The writer waits for answers beyond it.
 const MAX_IN_FLIGHT: usize = 16 * 1024;
+
+/// Most requests the writer takes off its queue at once (they are then staged and
+/// written, in as many writes as [`WRITE_BATCH_BYTES`] asks for).
+const REQUESTS_PER_WRITE: usize = 256;
+
+/// Most pending entries the reader takes off the writer's FIFO at once; it holds them
+/// until their answers arrive, so up to this many requests may be in flight beyond
+/// [`MAX_IN_FLIGHT`].
+const PENDING_PER_TAKE: usize = 256;
 
 /// Read buffer size: one read can carry hundreds of small messages.
 const READ_BUFFER_SIZE: usize = 64 * 1024;
@@ -299,6 +311,7 @@ impl Connection {
                 buf: Vec::with_capacity(WRITE_BATCH_BYTES + 1024),
                 state: state.clone(),
             },
+            inbox: Vec::with_capacity(REQUESTS_PER_WRITE),
             _alive: writer_alive,
         };
         let reader = Reader {
@@ -306,6 +319,7 @@ impl Connection {
             buf: BytesMut::with_capacity(READ_BUFFER_SIZE),
             scanned: 0,
             pending: pending_rx,
+            taken: Vec::with_capacity(PENDING_PER_TAKE),
             read_at: std::time::Instant::now(),
             batch: None,
             routes: HashMap::new(),

@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{
-    BatchOutcomes, ConnState, MAX_DELIVERY_BATCH, MAX_LINE_BYTES, PENDING_ENTRY_GRACE, Pending,
-    READ_BUFFER_SIZE,
+    BatchOutcomes, ConnState, MAX_DELIVERY_BATCH, MAX_LINE_BYTES, PENDING_ENTRY_GRACE,
+    PENDING_PER_TAKE, Pending, READ_BUFFER_SIZE,
 };
 use crate::error::{AdapterError, ErrorKind};
 use crate::net;
@@ -52,6 +52,8 @@ pub(super) struct Reader {
     /// How much of `buf` is known to hold no newline.
     pub(super) scanned: usize,
     pub(super) pending: mpsc::Receiver<Pending>,
+    /// Entries taken off `pending` together, newest first (the next answer's is last).
+    pub(super) taken: Vec<Pending>,
     /// When the lines being handled were read: every push of one read is received then.
     pub(super) read_at: std::time::Instant,
     /// The batch whose answers are arriving, once its first one did.
@@ -88,7 +90,11 @@ impl Reader {
         loop {
             self.process_lines().await?;
             self.flush_routes().await;
-            if draining.is_some() && self.pending.is_empty() && self.batch.is_none() {
+            if draining.is_some()
+                && self.pending.is_empty()
+                && self.taken.is_empty()
+                && self.batch.is_none()
+            {
                 return Ok(());
             }
             if self.buf.capacity() - self.buf.len() < READ_BUFFER_SIZE / 4 {
@@ -236,15 +242,23 @@ impl Reader {
 
     /// The oldest unanswered request.
     async fn next_pending(&mut self, line: &[u8]) -> Result<Pending, AdapterError> {
-        let entry = match self.pending.try_recv() {
-            Ok(entry) => Some(entry),
-            Err(TryRecvError::Empty) => {
-                tokio::time::timeout(PENDING_ENTRY_GRACE, self.pending.recv())
-                    .await
-                    .ok()
-                    .flatten()
+        if self.taken.is_empty() {
+            // Several at once, so the FIFO's lock is taken once per many answers.
+            if self
+                .pending
+                .recv_many(&mut self.taken, PENDING_PER_TAKE)
+                .now_or_never()
+                .is_some()
+            {
+                self.taken.reverse();
             }
-            Err(TryRecvError::Disconnected) => None,
+        }
+        let entry = match self.taken.pop() {
+            Some(entry) => Some(entry),
+            None => tokio::time::timeout(PENDING_ENTRY_GRACE, self.pending.recv())
+                .await
+                .ok()
+                .flatten(),
         };
         entry.ok_or_else(|| {
             AdapterError::protocol(format!(

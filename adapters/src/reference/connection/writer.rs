@@ -8,7 +8,10 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BatchOutcomes, ConnState, MAX_IN_FLIGHT, Pending, Request, WRITE_BATCH_BYTES};
+use super::{
+    BatchOutcomes, ConnState, MAX_IN_FLIGHT, Pending, REQUESTS_PER_WRITE, Request,
+    WRITE_BATCH_BYTES,
+};
 use crate::error::AdapterError;
 use crate::net;
 use crate::publish::PublishOutcome;
@@ -19,6 +22,8 @@ pub(super) struct Writer {
     pub(super) requests: mpsc::Receiver<Request>,
     pub(super) pending: mpsc::Sender<Pending>,
     pub(super) io: WriterIo,
+    /// Requests received and not yet staged.
+    pub(super) inbox: Vec<Request>,
     /// Dropped when the writer ends, which tells the reader.
     pub(super) _alive: oneshot::Sender<()>,
 }
@@ -43,6 +48,9 @@ impl Writer {
         // Whatever is still queued was never sent.
         self.requests.close();
         let reason = self.io.state.reason();
+        for request in self.inbox.drain(..) {
+            request.fail(&reason);
+        }
         while let Ok(request) = self.requests.try_recv() {
             request.fail(&reason);
         }
@@ -50,20 +58,22 @@ impl Writer {
 
     async fn pump(&mut self) -> Result<(), AdapterError> {
         loop {
-            let request = tokio::select! {
+            // Everything queued (up to a bound) in one receive, so the queue's lock is
+            // taken once per write rather than once per request.
+            let received = tokio::select! {
                 biased;
                 () = self.io.state.closed.cancelled() => return Err(self.io.state.reason()),
-                request = self.requests.recv() => match request {
-                    Some(request) => request,
-                    None => return self.io.flush().await,
-                },
+                n = self.requests.recv_many(&mut self.inbox, REQUESTS_PER_WRITE) => n,
             };
-            stage(&self.pending, &mut self.io, request).await?;
-            // Batch whatever else is already queued into the same write.
-            while self.io.buf.len() < WRITE_BATCH_BYTES {
-                match self.requests.try_recv() {
-                    Ok(request) => stage(&self.pending, &mut self.io, request).await?,
-                    Err(_) => break,
+            if received == 0 {
+                return self.io.flush().await;
+            }
+            // Oldest last, so that on an error what is left stays in the inbox, to be failed.
+            self.inbox.reverse();
+            while let Some(request) = self.inbox.pop() {
+                stage(&self.pending, &mut self.io, request).await?;
+                if self.io.buf.len() >= WRITE_BATCH_BYTES {
+                    self.io.flush().await?;
                 }
             }
             self.io.flush().await?;
