@@ -56,7 +56,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             while let Ok(Some(item)) =
                 tokio::time::timeout(Duration::from_millis(500), subscription.next()).await
             {
-                if item.is_err() {
+                if let Err(error) = item {
+                    eprintln!("subscription ended: {error}");
                     break;
                 }
                 unreported += 1;
