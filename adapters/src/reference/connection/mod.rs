@@ -26,6 +26,7 @@
 //! request's timeout, or as the kernel's connection reset.
 
 mod reader;
+mod subscription;
 mod writer;
 
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -45,14 +46,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::reader::Reader;
+use self::subscription::ReferenceSubscription;
 use self::writer::{Writer, WriterIo};
 use crate::backend::ConnectOptions;
 use crate::error::AdapterError;
 use crate::net;
 use crate::publish::{PublishOutcome, PublishRequest, Publisher};
-use crate::subscription::{
-    AckTokenRepr, Batch, Delivery, Subscription, SubscriptionControl, SubscriptionSpec,
-};
+use crate::subscription::{Batch, Subscription, SubscriptionSpec};
 
 /// Capacity of the queue between the connection's handles and its writer task. Large
 /// enough that 64 publishes in flight per producer never wait for it; when it is full,
@@ -568,54 +568,5 @@ impl Publisher for Connection {
         requests: Vec<PublishRequest>,
     ) -> BoxFuture<'static, Vec<PublishOutcome>> {
         Box::pin(Connection::publish_batch(self, requests))
-    }
-}
-
-/// The reference side of a [`Subscription`]: acks, nacks and unsubscribe go out on the
-/// subscription's connection.
-struct ReferenceSubscription {
-    conn: Connection,
-    topic: Arc<str>,
-    /// Acks and nacks the broker refused, counted by the reader.
-    rejected: Arc<AtomicU64>,
-}
-
-impl ReferenceSubscription {
-    fn ack_or_nack(
-        &self,
-        delivery: &Delivery,
-        nack: bool,
-    ) -> BoxFuture<'static, Result<(), AdapterError>> {
-        let AckTokenRepr::Index(index) = delivery.ack_token.0 else {
-            let verb = if nack { "nack" } else { "ack" };
-            return Box::pin(std::future::ready(Err(AdapterError::invalid_input(
-                format!(
-                    "cannot {verb} a delivery of {} without a broker index",
-                    delivery.topic
-                ),
-            ))));
-        };
-        Box::pin(
-            self.conn
-                .ack(self.topic.clone(), index, nack, self.rejected.clone()),
-        )
-    }
-}
-
-impl SubscriptionControl for ReferenceSubscription {
-    fn ack(&self, delivery: &Delivery) -> BoxFuture<'static, Result<(), AdapterError>> {
-        self.ack_or_nack(delivery, false)
-    }
-
-    fn nack(&self, delivery: &Delivery) -> BoxFuture<'static, Result<(), AdapterError>> {
-        self.ack_or_nack(delivery, true)
-    }
-
-    fn unsubscribe(&self) -> BoxFuture<'static, Result<(), AdapterError>> {
-        Box::pin(self.conn.unsubscribe(self.topic.clone()))
-    }
-
-    fn rejected_acks(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
     }
 }
