@@ -177,6 +177,165 @@ async fn pipelined_publishes_resolve_in_order_and_batch_writes() {
     );
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_is_one_write_and_resolves_in_order_between_single_publishes() {
+    const N: usize = 500;
+    // One single publish, a batch of N with a refused, a duplicate and an unencodable
+    // request inside, another single publish: N + 1 lines reach the broker.
+    let (url, broker) = fake_broker(|peer| answer_sends(peer, N + 1)).await;
+    let conn = open(&url, &options()).await;
+    let first = conn.publish(PublishRequest::new("t", "ok-first"));
+    let requests: Vec<_> = (0..N)
+        .map(|i| match i {
+            10 => PublishRequest::new("t", format!("fail-{i}")),
+            20 => PublishRequest::new("t", format!("dup-{i}")),
+            30 => PublishRequest::new("t", bytes::Bytes::from_static(b"\xff")),
+            _ => PublishRequest::new("t", format!("ok-{i}")),
+        })
+        .collect();
+    let batch = conn.publish_batch(requests);
+    let last = conn.publish(PublishRequest::new("t", "ok-last"));
+    let (first, outcomes, last) = tokio::join!(first, batch, last);
+    assert_eq!(first, PublishOutcome::Ok);
+    assert_eq!(last, PublishOutcome::Ok);
+    assert_eq!(outcomes.len(), N);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match i {
+            10 => assert_eq!(
+                *outcome,
+                PublishOutcome::Failed("Malformed json message".into())
+            ),
+            20 => assert_eq!(*outcome, PublishOutcome::Duplicate),
+            30 => assert!(
+                matches!(outcome, PublishOutcome::Failed(r) if r.contains("UTF-8")),
+                "{outcome}"
+            ),
+            _ => assert_eq!(*outcome, PublishOutcome::Ok, "request {i}"),
+        }
+    }
+    let reads = broker.await.unwrap();
+    assert!(reads <= 5, "a batch of {N} took {reads} reads");
+    // An empty batch and a batch of nothing but unencodable requests resolve at once.
+    assert!(conn.publish_batch(Vec::new()).await.is_empty());
+    let bad = PublishRequest::new("t", bytes::Bytes::from_static(b"\xff"));
+    let outcomes = conn.publish_batch(vec![bad.clone(), bad]).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, PublishOutcome::Failed(_)))
+    );
+}
+
+#[tokio::test]
+async fn a_batch_cut_short_keeps_the_confirmations_that_arrived() {
+    let (url, broker) = fake_broker(|mut peer| async move {
+        // Answer two of the three, then close.
+        for _ in 0..3 {
+            peer.line().await.unwrap();
+        }
+        peer.send(r#"{"success":true}"#).await;
+        peer.send(r#"{"success":true,"duplicate":true}"#).await;
+    })
+    .await;
+    let conn = open(&url, &options()).await;
+    let outcomes = conn
+        .publish_batch(vec![PublishRequest::new("t", "a"); 3])
+        .await;
+    assert_eq!(
+        outcomes,
+        [
+            PublishOutcome::Ok,
+            PublishOutcome::Duplicate,
+            PublishOutcome::Unknown
+        ]
+    );
+    broker.await.unwrap();
+    // Once the connection is known dead, a batch is not sent and says why.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !conn.is_closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let outcomes = conn
+        .publish_batch(vec![PublishRequest::new("t", "b"); 2])
+        .await;
+    assert_eq!(outcomes.len(), 2);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, PublishOutcome::Failed(r) if r.starts_with("not sent: "))),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_batch_is_unknown_after_the_publish_timeout() {
+    let (url, broker) = fake_broker(|mut peer| async move {
+        peer.line().await.unwrap();
+        peer.line().await.unwrap();
+        peer.send(r#"{"success":true}"#).await;
+        // The second is never answered; hold the connection open past the timeout.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+    let conn = open(&url, &options().publish_timeout(Duration::from_millis(200))).await;
+    let started = std::time::Instant::now();
+    let outcomes = conn
+        .publish_batch(vec![PublishRequest::new("t", "a"); 2])
+        .await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(outcomes, [PublishOutcome::Unknown, PublishOutcome::Unknown]);
+    broker.await.unwrap();
+}
+
+#[tokio::test]
+async fn pushes_split_across_reads_arrive_whole_and_in_order() {
+    const N: i64 = 3000;
+    let (url, broker) = fake_broker(|mut peer| async move {
+        peer.line().await.unwrap();
+        peer.send(r#"{"success":true}"#).await;
+        let mut bytes = Vec::new();
+        for i in 0..N {
+            let msg = if i % 100 == 7 {
+                // Escapes take the slow path of the decoder, and an owned payload.
+                format!("esc\\\\\\\"{i}\\n")
+            } else {
+                format!("m{i}-{}", "x".repeat((i % 50) as usize))
+            };
+            bytes.extend_from_slice(
+                format!(
+                    "{{\"command\":\"send\",\"topic\":\"t\",\"msg\":\"{msg}\",\"delivery\":\"all\",\"index\":{i}}}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        // Odd-sized writes cut lines (and their \r\n) anywhere.
+        for chunk in bytes.chunks(997) {
+            peer.writer.write_all(chunk).await.unwrap();
+            peer.writer.flush().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        peer.line().await
+    })
+    .await;
+    let conn = open(&url, &options()).await;
+    let mut sub = conn.subscribe(&SubscriptionSpec::new("t")).await.unwrap();
+    for i in 0..N {
+        let d = sub.next().await.unwrap().unwrap();
+        assert_eq!(d.sequence, Some(i));
+        if i % 100 == 7 {
+            assert_eq!(d.payload, format!("esc\\\"{i}\n"));
+        } else {
+            assert_eq!(d.payload, format!("m{i}-{}", "x".repeat((i % 50) as usize)));
+        }
+    }
+    drop(sub);
+    drop(conn);
+    assert_eq!(broker.await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn pushes_are_told_apart_from_replies() {
     let (url, broker) = fake_broker(|mut peer| async move {

@@ -2,7 +2,10 @@
 //!
 //! Requests are written straight into the connection's write buffer (no intermediate
 //! `String`); server lines are decoded into borrowed structs, so a push whose `msg` has
-//! no escapes is not copied here at all (the caller slices its read buffer).
+//! no escapes is not copied here at all (the caller slices its read buffer). The lines
+//! the broker sends at high rates (compact, flat objects, strings without escapes) are
+//! read by a small scanner ([`scan`]) without serde; anything else goes through
+//! `serde_json`, which decides the same way.
 //!
 //! ```text
 //! client: {"command":"send","topic":"t","msg":"hi","delivery":"all"}
@@ -10,6 +13,8 @@
 //! server: {"success":true}                                                      (reply)
 //! server: {"success":false,"reason":"Slow consumer"}                            (then closes)
 //! ```
+
+mod scan;
 
 use std::borrow::Cow;
 
@@ -168,13 +173,13 @@ pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
 /// A JSON string that stays borrowed from the line unless it contains escapes.
 /// (`Option<Cow<str>>` alone would always allocate: serde only borrows a `Cow` that is
 /// the field's whole type, hence the newtype.)
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Every key the client cares about, from either kind of server line. Unknown keys
 /// (`delivery`, `cache`, `id`, `stats`...) are skipped.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 struct RawLine<'a> {
     #[serde(borrow, default)]
     command: Option<Text<'a>>,
@@ -240,8 +245,15 @@ pub(crate) enum ServerLine<'a> {
 
 /// Decodes one line (without its `\r\n`).
 pub(crate) fn decode_line(line: &[u8]) -> Result<ServerLine<'_>, DecodeError> {
-    let raw: RawLine<'_> =
-        serde_json::from_slice(line).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let raw = match scan::flat_object(line) {
+        Some(raw) => raw,
+        None => serde_json::from_slice(line).map_err(|e| DecodeError::Json(e.to_string()))?,
+    };
+    interpret(raw)
+}
+
+/// A push or a reply, from the keys of a decoded line.
+fn interpret(raw: RawLine<'_>) -> Result<ServerLine<'_>, DecodeError> {
     if let Some(command) = raw.command {
         if command.0 != "send" {
             return Err(DecodeError::Unrecognised);
@@ -449,7 +461,67 @@ mod tests {
         );
     }
 
+    #[test]
+    fn scanner_agrees_with_serde_or_declines() {
+        let lines: &[&[u8]] = &[
+            br#"{"command":"send","topic":"room","msg":"Hi","delivery":"all","index":3}"#,
+            br#"{"success":true}"#,
+            br#"{"success":false,"reason":"Slow consumer"}"#,
+            br#"{"success":true,"duplicate":true}"#,
+            br#"{"command":"send","topic":"t","msg":"m","delivery":"one","key":"k","cache":false,"id":"i","index":0,"redelivered":true,"attempt":3}"#,
+            br#"{"index":-7,"msg":"","topic":"","command":"send"}"#,
+            br#"{"success":true,"stats":{"connections":2}}"#,
+            br#"{"command":"send","topic":"t","msg":"a\"b","index":1}"#,
+            br#"{"success":true,"success":false}"#,
+            br#"{"success":null}"#,
+            br#"{"index":01,"command":"send","topic":"t","msg":"m"}"#,
+            br#"{"index":1.5,"command":"send","topic":"t","msg":"m"}"#,
+            br#"{"index":99999999999999999999,"command":"send","topic":"t","msg":"m"}"#,
+            br#"{"attempt":-1,"command":"send","topic":"t","msg":"m"}"#,
+            br#"{ "success":true}"#,
+            br#"{"success":true} "#,
+            br#"{"success":true}x"#,
+            br#"{"success":true,}"#,
+            br#"{}"#,
+            b"{\"msg\":\"a\tb\",\"success\":true}",
+            b"{\"msg\":\"\xff\",\"success\":true}",
+            br#"{"command":"send","topic":"t","msg":"m","x":[1],"index":1}"#,
+            br#"{"command":"send","topic":"t","msg":"m","x":null,"y":12,"index":1}"#,
+        ];
+        for line in lines {
+            let serde: Result<RawLine<'_>, _> = serde_json::from_slice(line);
+            if let Some(fast) = scan::flat_object(line) {
+                assert_eq!(
+                    Some(&fast),
+                    serde.as_ref().ok(),
+                    "{}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
+        // The common shapes do take the fast path.
+        assert!(scan::flat_object(lines[0]).is_some());
+        assert!(scan::flat_object(lines[1]).is_some());
+        assert!(scan::flat_object(lines[4]).is_some());
+    }
+
     proptest! {
+        #[test]
+        fn scanner_agrees_with_serde_on_pushes(
+            topic in ".{0,20}",
+            msg in any::<String>(),
+            index in any::<i64>(),
+        ) {
+            let mut line = Vec::new();
+            encode_send(&mut line, &PublishRequest::new(topic.as_str(), msg)).unwrap();
+            line.truncate(line.len() - 2);
+            line.extend_from_slice(format!(",\"index\":{index}}}").as_bytes());
+            let serde: RawLine<'_> = serde_json::from_slice(&line).unwrap();
+            if let Some(fast) = scan::flat_object(&line) {
+                prop_assert_eq!(fast, serde);
+            }
+        }
+
         #[test]
         fn escaped_strings_round_trip_through_serde(s in any::<String>()) {
             let mut out = Vec::new();
