@@ -6,13 +6,19 @@
 //! ```
 //!
 //! ```text
-//!  publish futures ──(first poll: joins the queue, synchronously)──> order queue (unbounded)
-//!                                                                         │
-//!  forwarder task: takes what has queued up (up to 1024 commands / 1 MiB) as one
-//!  redis pipeline, and keeps up to 32 such batches in flight ──> MultiplexedConnection
-//!                                                                         │
-//!  publish futures <──(one reply each: entry id or error)── batch replies ┘
+//!  publish / publish_batch futures ──(first poll: joins the queue, synchronously)──> order queue (unbounded)
+//!                                                                                          │
+//!  forwarder task: takes what has queued up (up to 1024 commands / 1 MiB; a batch is never
+//!  split) as one redis pipeline, and keeps up to 32 such pipelines in flight ──> MultiplexedConnection
+//!                                                                                          │
+//!  publish futures <──(one reply each, or one per batch: entry ids or errors)── pipeline replies ┘
 //! ```
+//!
+//! A [`publish_batch`](Publisher::publish_batch) is one queue entry, one reply channel and
+//! one timer for all its messages, and its commands go out together in one pipeline (one
+//! write, one round trip), joined by whatever single publishes or small batches queued up
+//! behind it while there is room. A single [`publish`](Publisher::publish) costs one
+//! encoded command, one reply channel and one timer.
 //!
 //! Why not simply one `send_packed_command` per publish on the multiplexed connection:
 //! its queue is a bounded tokio channel, and tokio's cooperative budget can make a send
@@ -68,11 +74,39 @@ pub(super) struct RedisPublisher {
     shared: Arc<Shared>,
 }
 
-/// One publish waiting for the forwarder.
-struct Queued {
-    cmd: Cmd,
-    bytes: usize,
-    reply: oneshot::Sender<Result<(), Failure>>,
+/// What one publish, or one [`publish_batch`](Publisher::publish_batch), hands the
+/// forwarder: its commands, in order, and where their answers go.
+enum Queued {
+    One {
+        cmd: Cmd,
+        bytes: usize,
+        reply: oneshot::Sender<Answer>,
+    },
+    Many {
+        cmds: Vec<Cmd>,
+        bytes: usize,
+        reply: oneshot::Sender<Vec<Answer>>,
+    },
+}
+
+/// One `XADD`'s answer: the entry id (not kept), or why there is none.
+type Answer = Result<(), Failure>;
+
+impl Queued {
+    /// Commands.
+    fn len(&self) -> usize {
+        match self {
+            Queued::One { .. } => 1,
+            Queued::Many { cmds, .. } => cmds.len(),
+        }
+    }
+
+    /// Topic and payload bytes.
+    fn bytes(&self) -> usize {
+        match self {
+            Queued::One { bytes, .. } | Queued::Many { bytes, .. } => *bytes,
+        }
+    }
 }
 
 struct Shared {
@@ -106,6 +140,27 @@ impl Shared {
         }
         self.lost.store(true, Ordering::Release);
     }
+
+    /// The outcome of one publish to `topic` from its answer; `None` when there was no
+    /// answer (in time, or at all).
+    fn outcome(&self, topic: &str, answer: Option<Answer>) -> PublishOutcome {
+        match answer {
+            Some(Ok(())) => PublishOutcome::Ok,
+            Some(Err(Failure::Server { text, .. })) => PublishOutcome::Failed(format!(
+                "redis at {} refused the XADD to {topic}: {text}",
+                self.url
+            )),
+            // Written, perhaps, and then the connection broke; or no answer in time.
+            Some(Err(_)) | None => PublishOutcome::Unknown,
+        }
+    }
+
+    fn stopped(&self) -> PublishOutcome {
+        PublishOutcome::Failed(format!(
+            "not sent: the producer's connection to redis at {} has stopped",
+            self.url
+        ))
+    }
 }
 
 impl RedisPublisher {
@@ -128,6 +183,7 @@ impl RedisPublisher {
         let forwarder = Forwarder {
             con: link.con,
             rx,
+            held: None,
             shared: shared.clone(),
         };
         tokio::spawn(forwarder.run());
@@ -149,20 +205,51 @@ impl Publisher for RedisPublisher {
             }
             let deadline = Instant::now() + shared.timeout;
             let (reply, answer) = oneshot::channel();
-            if queue.send(Queued { cmd, bytes, reply }).is_err() {
-                return PublishOutcome::Failed(format!(
-                    "not sent: the producer's connection to redis at {} has stopped",
-                    shared.url
-                ));
+            if queue.send(Queued::One { cmd, bytes, reply }).is_err() {
+                return shared.stopped();
+            }
+            let answer = tokio::time::timeout_at(deadline, answer).await;
+            shared.outcome(&topic, answer.ok().and_then(Result::ok))
+        })
+    }
+
+    /// One pipeline for the whole batch: the commands join the order queue together and
+    /// go out in one write (one round trip), with one timer and one reply channel for all.
+    fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> BoxFuture<'static, Vec<PublishOutcome>> {
+        let mut bytes = 0;
+        let mut cmds = Vec::with_capacity(requests.len());
+        let mut topics = Vec::with_capacity(requests.len());
+        for request in requests {
+            let max_len = self.shared.topics.touch(&request.topic);
+            cmds.push(xadd(&request, max_len));
+            bytes += request.payload.len() + request.topic.len();
+            topics.push(request.topic);
+        }
+        let queue = self.queue.clone();
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let every = |outcome: PublishOutcome| vec![outcome; topics.len()];
+            if cmds.is_empty() {
+                return Vec::new();
+            }
+            if let Some(reason) = shared.gone() {
+                return every(PublishOutcome::Failed(format!("not sent: {reason}")));
+            }
+            let deadline = Instant::now() + shared.timeout;
+            let (reply, answer) = oneshot::channel();
+            if queue.send(Queued::Many { cmds, bytes, reply }).is_err() {
+                return every(shared.stopped());
             }
             match tokio::time::timeout_at(deadline, answer).await {
-                Ok(Ok(Ok(()))) => PublishOutcome::Ok,
-                Ok(Ok(Err(Failure::Server { text, .. }))) => PublishOutcome::Failed(format!(
-                    "redis at {} refused the XADD to {topic}: {text}",
-                    shared.url
-                )),
-                // Written, perhaps, and then the connection broke; or no answer in time.
-                Ok(Ok(Err(_))) | Ok(Err(_)) | Err(_) => PublishOutcome::Unknown,
+                Ok(Ok(answers)) => topics
+                    .iter()
+                    .zip(answers)
+                    .map(|(topic, answer)| shared.outcome(topic, Some(answer)))
+                    .collect(),
+                Ok(Err(_)) | Err(_) => every(PublishOutcome::Unknown),
             }
         })
     }
@@ -172,34 +259,28 @@ impl Publisher for RedisPublisher {
 struct Forwarder {
     con: MultiplexedConnection,
     rx: mpsc::UnboundedReceiver<Queued>,
+    /// Taken off the queue but left for the next pipeline: it did not fit the last one.
+    held: Option<Queued>,
     shared: Arc<Shared>,
 }
 
-type Batch = Pin<Box<dyn Future<Output = ()> + Send>>;
+type InFlight = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl Forwarder {
     async fn run(mut self) {
-        let mut in_flight: FuturesUnordered<Batch> = FuturesUnordered::new();
+        let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
         let mut open = true;
         loop {
-            let room = open && in_flight.len() < MAX_BATCHES_IN_FLIGHT;
+            let room = in_flight.len() < MAX_BATCHES_IN_FLIGHT;
+            if room && let Some(first) = self.held.take() {
+                self.forward(first, &mut in_flight).await;
+                continue;
+            }
             tokio::select! {
                 biased;
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                first = self.rx.recv(), if room => match first {
-                    Some(first) => {
-                        let batch = self.gather(first);
-                        let mut send: Batch = Box::pin(tokio::task::unconstrained(send_batch(
-                            self.con.clone(),
-                            batch,
-                            self.shared.clone(),
-                        )));
-                        // The first poll puts the whole batch on the connection's queue,
-                        // before any later batch.
-                        if futures::poll!(send.as_mut()).is_pending() {
-                            in_flight.push(send);
-                        }
-                    }
+                first = self.rx.recv(), if open && room => match first {
+                    Some(first) => self.forward(first, &mut in_flight).await,
                     // Every producer handle and unsent publish is gone.
                     None => open = false,
                 },
@@ -208,14 +289,37 @@ impl Forwarder {
         }
     }
 
-    /// `first` and whatever else is queued, up to the batch limits.
+    /// Sends `first` and what queued up behind it as one pipeline.
+    async fn forward(&mut self, first: Queued, in_flight: &mut FuturesUnordered<InFlight>) {
+        let batch = self.gather(first);
+        let mut send: InFlight = Box::pin(tokio::task::unconstrained(send_batch(
+            self.con.clone(),
+            batch,
+            self.shared.clone(),
+        )));
+        // The first poll puts the whole pipeline on the connection's queue, before any
+        // later one.
+        if futures::poll!(send.as_mut()).is_pending() {
+            in_flight.push(send);
+        }
+    }
+
+    /// `first` and whatever else is queued, up to the batch limits. A batch from
+    /// `publish_batch` is never split: one that would overflow the pipeline waits for the
+    /// next (one larger than the limits goes alone).
     fn gather(&mut self, first: Queued) -> Vec<Queued> {
-        let mut bytes = first.bytes;
+        let mut commands = first.len();
+        let mut bytes = first.bytes();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+        while commands < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match self.rx.try_recv() {
+                Ok(next) if commands + next.len() > MAX_BATCH => {
+                    self.held = Some(next);
+                    break;
+                }
                 Ok(next) => {
-                    bytes += next.bytes;
+                    commands += next.len();
+                    bytes += next.bytes();
                     batch.push(next);
                 }
                 Err(_) => break,
@@ -227,22 +331,44 @@ impl Forwarder {
 
 /// Sends `batch` as one pipeline and hands each publish its own answer.
 async fn send_batch(mut con: MultiplexedConnection, batch: Vec<Queued>, shared: Arc<Shared>) {
-    let mut pipe = ::redis::Pipeline::with_capacity(batch.len());
+    let commands = batch.iter().map(Queued::len).sum();
+    let mut pipe = ::redis::Pipeline::with_capacity(commands);
     let mut replies = Vec::with_capacity(batch.len());
     for queued in batch {
-        pipe.add_command(queued.cmd);
-        replies.push(queued.reply);
+        match queued {
+            Queued::One { cmd, reply, .. } => {
+                pipe.add_command(cmd);
+                replies.push(Reply::One(reply));
+            }
+            Queued::Many { cmds, reply, .. } => {
+                let n = cmds.len();
+                for cmd in cmds {
+                    pipe.add_command(cmd);
+                }
+                replies.push(Reply::Many(n, reply));
+            }
+        }
     }
     match request_pipe(&mut con, &pipe, shared.timeout).await {
         Ok(values) => {
-            let mut values = values.into_iter();
+            let mut answers = values.into_iter().map(|value| match value {
+                Value::ServerError(e) => Err(Failure::from_server(&e)),
+                _ => Ok(()),
+            });
+            let mut next = || {
+                answers.next().unwrap_or_else(|| {
+                    Err(Failure::Lost("the pipeline's answer was cut short".into()))
+                })
+            };
             for reply in replies {
-                let result = match values.next() {
-                    Some(Value::ServerError(e)) => Err(Failure::from_server(&e)),
-                    Some(_) => Ok(()),
-                    None => Err(Failure::Lost("the pipeline's answer was cut short".into())),
-                };
-                let _ = reply.send(result);
+                match reply {
+                    Reply::One(reply) => {
+                        let _ = reply.send(next());
+                    }
+                    Reply::Many(n, reply) => {
+                        let _ = reply.send((0..n).map(|_| next()).collect());
+                    }
+                }
             }
         }
         Err(failure) => {
@@ -250,10 +376,23 @@ async fn send_batch(mut con: MultiplexedConnection, batch: Vec<Queued>, shared: 
                 shared.note_lost(why);
             }
             for reply in replies {
-                let _ = reply.send(Err(failure.clone()));
+                match reply {
+                    Reply::One(reply) => {
+                        let _ = reply.send(Err(failure.clone()));
+                    }
+                    Reply::Many(n, reply) => {
+                        let _ = reply.send(vec![Err(failure.clone()); n]);
+                    }
+                }
             }
         }
     }
+}
+
+/// Where the answers of one queued publish (or batch of `n`) go.
+enum Reply {
+    One(oneshot::Sender<Answer>),
+    Many(usize, oneshot::Sender<Vec<Answer>>),
 }
 
 /// `XADD <topic> [MAXLEN = n] * payload <bytes> [key <key>]`.
