@@ -252,10 +252,11 @@ impl Producer {
         &self,
         requests: Vec<PublishRequest>,
     ) -> BoxFuture<'static, Vec<PublishOutcome>> {
-        if requests
-            .iter()
-            .all(|r| self.capabilities.missing(r.required_capabilities()).is_empty())
-        {
+        if requests.iter().all(|r| {
+            self.capabilities
+                .missing(r.required_capabilities())
+                .is_empty()
+        }) {
             return self.inner.publish_batch(requests);
         }
         let publishes: Vec<_> = requests.into_iter().map(|r| self.publish(r)).collect();
