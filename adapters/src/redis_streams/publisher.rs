@@ -222,8 +222,17 @@ impl Publisher for RedisPublisher {
         let mut bytes = 0;
         let mut cmds = Vec::with_capacity(requests.len());
         let mut topics = Vec::with_capacity(requests.len());
+        // Batches usually go to one topic: its limit is looked up once.
+        let mut limit: Option<(Arc<str>, Option<u64>)> = None;
         for request in requests {
-            let max_len = self.shared.topics.touch(&request.topic);
+            let max_len = match &limit {
+                Some((topic, max_len)) if Arc::ptr_eq(topic, &request.topic) => *max_len,
+                _ => {
+                    let max_len = self.shared.topics.touch(&request.topic);
+                    limit = Some((request.topic.clone(), max_len));
+                    max_len
+                }
+            };
             cmds.push(xadd(&request, max_len));
             bytes += request.payload.len() + request.topic.len();
             topics.push(request.topic);
