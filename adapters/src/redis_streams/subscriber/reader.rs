@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use ::redis::{Cmd, Value, cmd};
@@ -45,6 +46,9 @@ enum End {
     Dropped,
     Failed(AdapterError),
 }
+
+/// One `XREADGROUP` on the reading connection, and its answer.
+type Read = Pin<Box<dyn Future<Output = Result<Value, Failure>> + Send>>;
 
 /// What woke the read loop.
 enum Event {
@@ -95,25 +99,22 @@ impl Reader {
     }
 
     async fn pump(&mut self) -> End {
+        // A read already sent, whose answer is still to come.
+        let mut upcoming: Option<Read> = None;
         loop {
-            if self.manual && Instant::now() >= self.next_claim {
-                match self.claim().await {
-                    Ok(true) => {}
-                    Ok(false) => return End::Dropped,
-                    Err(error) => return End::Failed(error),
+            let mut read = match upcoming.take() {
+                Some(read) => read,
+                None => {
+                    if self.claim_due() {
+                        match self.claim().await {
+                            Ok(true) => {}
+                            Ok(false) => return End::Dropped,
+                            Err(error) => return End::Failed(error),
+                        }
+                    }
+                    self.start_read()
                 }
-            }
-            let block = if self.manual {
-                (self.next_claim.saturating_duration_since(Instant::now()))
-                    .clamp(Duration::from_millis(1), READ_BLOCK)
-            } else {
-                READ_BLOCK
             };
-            let read_cmd = self.read_cmd(block);
-            let mut con = self.link.con.clone();
-            let limit = block + self.request_timeout;
-            let read = async move { request(&mut con, &read_cmd, limit).await };
-            tokio::pin!(read);
             let event = tokio::select! {
                 biased;
                 stop = self.stops.recv() => Event::Stop(stop),
@@ -124,14 +125,15 @@ impl Reader {
                 Event::Read(result) => result,
                 Event::ClaimNow => {
                     self.next_claim = Instant::now();
-                    self.interrupt(read.as_mut()).await
+                    self.interrupt(&mut read).await
                 }
                 Event::Stop(stop) => {
                     // What the interrupted read still brought was handed to this consumer:
                     // it belongs to the subscriber (or, if dropped, is as good as read).
-                    let result = self.interrupt(read.as_mut()).await;
+                    let result = self.interrupt(&mut read).await;
+                    let received_at = std::time::Instant::now();
                     if result.is_ok() {
-                        let _ = self.handle_read(result).await;
+                        let _ = self.handle_read(result, received_at).await;
                     }
                     return match stop {
                         Some(stop) => End::Unsubscribe(stop),
@@ -139,11 +141,48 @@ impl Reader {
                     };
                 }
             };
-            match self.handle_read(result).await {
+            let received_at = std::time::Instant::now();
+            // Entries came: the next read goes out before these are decoded and handed
+            // over, so the server gathers the next batch meanwhile (one read ahead, on
+            // the same connection, so in order). Not when a claim round is due first.
+            if matches!(&result, Ok(value) if *value != Value::Nil) && !self.claim_due() {
+                upcoming = Some(self.send_read().await);
+            }
+            match self.handle_read(result, received_at).await {
                 Ok(true) => {}
                 Ok(false) => return End::Dropped,
                 Err(error) => return End::Failed(error),
             }
+        }
+    }
+
+    /// Whether a claim round is due (manual acks only).
+    fn claim_due(&self) -> bool {
+        self.manual && Instant::now() >= self.next_claim
+    }
+
+    /// The next read, not sent yet: it goes out when first polled.
+    fn start_read(&self) -> Read {
+        let block = if self.manual {
+            (self.next_claim.saturating_duration_since(Instant::now()))
+                .clamp(Duration::from_millis(1), READ_BLOCK)
+        } else {
+            READ_BLOCK
+        };
+        let read_cmd = self.read_cmd(block);
+        let mut con = self.link.con.clone();
+        let limit = block + self.request_timeout;
+        Box::pin(tokio::task::unconstrained(async move {
+            request(&mut con, &read_cmd, limit).await
+        }))
+    }
+
+    /// The next read, put on the connection's queue now.
+    async fn send_read(&self) -> Read {
+        let mut read = self.start_read();
+        match futures::poll!(read.as_mut()) {
+            Poll::Ready(result) => Box::pin(std::future::ready(result)),
+            Poll::Pending => read,
         }
     }
 
@@ -167,10 +206,7 @@ impl Reader {
 
     /// Ends the blocked read now (`CLIENT UNBLOCK`, which the server answers as a timeout:
     /// an empty reply) and returns its result, within the request timeout.
-    async fn interrupt(
-        &self,
-        mut read: Pin<&mut impl Future<Output = Result<Value, Failure>>>,
-    ) -> Result<Value, Failure> {
+    async fn interrupt(&self, read: &mut Read) -> Result<Value, Failure> {
         let deadline = Instant::now() + self.request_timeout;
         let mut unblock = cmd("CLIENT");
         unblock.arg("UNBLOCK").arg(self.client_id);
@@ -190,8 +226,11 @@ impl Reader {
     }
 
     /// Delivers what a read brought. `Ok(false)`: the subscription is gone.
-    async fn handle_read(&mut self, result: Result<Value, Failure>) -> Result<bool, AdapterError> {
-        let received_at = std::time::Instant::now();
+    async fn handle_read(
+        &mut self,
+        result: Result<Value, Failure>,
+        received_at: std::time::Instant,
+    ) -> Result<bool, AdapterError> {
         let value = result.map_err(|failure| self.read_error(failure))?;
         let entries = entries::parse_read(value).map_err(|e| self.garbled("XREADGROUP", &e))?;
         if entries.is_empty() {
