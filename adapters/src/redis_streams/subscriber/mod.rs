@@ -28,10 +28,14 @@
 //! `XREADGROUP` holds up every later command on its connection until it returns (and the
 //! redis crate's default 500 ms response timeout would cut it short; it is off here, our
 //! own timeout is the block time plus the request timeout). The read blocks at most
-//! [`READ_BLOCK`] on the server; when an unsubscribe, a drop or a nack needs the reader
-//! sooner, the task sends `CLIENT UNBLOCK <id>` on the control connection, which makes
-//! the server end the blocked read at once, empty, and then it still collects that read's
-//! answer: nothing the server handed out is left behind.
+//! `READ_BLOCK` (1 s) on the server; when an unsubscribe, a drop or a nack needs the
+//! reader sooner, the task sends `CLIENT UNBLOCK <id>` on the control connection, which
+//! makes the server end the blocked read at once, empty, and then it still collects that
+//! read's answer: nothing the server handed out is left behind. A read that brought
+//! entries is followed at once by the next one, sent before those entries are decoded
+//! and handed to the subscription (as one `Batch::Many`), so the server gathers the next
+//! batch meanwhile; there is never more than one read ahead, on the same connection, so
+//! the order holds. `COUNT` follows the entry size: up to 1024 entries or about 1 MiB.
 //!
 //! **Acks.** With [`AckMode::Auto`] the read uses `NOACK`: entries are not added to the
 //! group's pending list, the cheapest at-most-once there is. With [`AckMode::Manual`]
