@@ -144,8 +144,13 @@ impl Reader {
             let received_at = std::time::Instant::now();
             // Entries came: the next read goes out before these are decoded and handed
             // over, so the server gathers the next batch meanwhile (one read ahead, on
-            // the same connection, so in order). Not when a claim round is due first.
-            if matches!(&result, Ok(value) if *value != Value::Nil) && !self.claim_due() {
+            // the same connection, so in order). Not when a claim round is due first, and
+            // not for a subscription already dropped: entries read for nobody would be
+            // lost to the rest of a competing group.
+            if matches!(&result, Ok(value) if *value != Value::Nil)
+                && !self.claim_due()
+                && self.is_open()
+            {
                 upcoming = Some(self.send_read().await);
             }
             match self.handle_read(result, received_at).await {
@@ -154,6 +159,11 @@ impl Reader {
                 Err(error) => return End::Failed(error),
             }
         }
+    }
+
+    /// Whether the [`Subscription`](crate::Subscription) still takes deliveries.
+    fn is_open(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
     }
 
     /// Whether a claim round is due (manual acks only).
@@ -234,7 +244,7 @@ impl Reader {
         let value = result.map_err(|failure| self.read_error(failure))?;
         let entries = entries::parse_read(value).map_err(|e| self.garbled("XREADGROUP", &e))?;
         if entries.is_empty() {
-            return Ok(self.tx.as_ref().is_some_and(|tx| !tx.is_closed()));
+            return Ok(self.is_open());
         }
         let bytes: usize = entries.iter().map(|e| e.payload.len() + 64).sum();
         self.count = (READ_BATCH_BYTES / (bytes / entries.len()).max(1)).clamp(1, MAX_READ_COUNT);
