@@ -623,6 +623,39 @@ async fn batches_and_single_publishes_keep_their_order() {
     backend.teardown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_batches_in_flight_at_once_arrive_in_order() {
+    let Some(backend) = backend("many_batches").await else {
+        return;
+    };
+    let topic = backend.topic_name(&common::run_id("many_batches"), "batches");
+    let _cleanup = Cleanup::of(&[&topic]);
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&backend, SubscriptionSpec::new(topic.as_str())).await;
+    // More batches in flight than go straight onto the connection (32): the rest take
+    // the forwarder's queue, behind them.
+    let (batches, size) = (100, 50);
+    let mut pending: FuturesOrdered<_> = (0..batches)
+        .map(|b| {
+            producer.publish_batch(
+                (0..size)
+                    .map(|i| PublishRequest::new(topic.as_str(), format!("{:05}", b * size + i)))
+                    .collect(),
+            )
+        })
+        .collect();
+    while let Some(outcomes) = pending.next().await {
+        assert!(
+            outcomes.iter().all(|o| *o == PublishOutcome::Ok),
+            "{outcomes:?}"
+        );
+    }
+    for i in 0..batches * size {
+        assert_eq!(text(&next(&mut sub).await), format!("{i:05}"));
+    }
+    backend.teardown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_batch_reports_each_refusal_and_a_lost_connection_for_all() {
     let Some(backend) = backend("batch_fail").await else {
