@@ -308,7 +308,8 @@ pub async fn connect(
         )),
         #[allow(unreachable_patterns)]
         _ => Err(AdapterError::unsupported(format!(
-            "brokerbench was built without the `{kind}` feature, so it cannot connect to {url}; rebuild with `--features {kind}`"
+            "brokerbench was built without the `{kind}` feature, so it cannot connect to {}; rebuild with `--features {kind}`",
+            crate::endpoint::redact(url)
         ))),
     }
 }

@@ -579,6 +579,139 @@ async fn five_thousand_pipelined_publishes_arrive_in_order() {
 }
 
 #[tokio::test]
+async fn batches_and_single_publishes_keep_their_order() {
+    let Some(backend) = backend("batches").await else {
+        return;
+    };
+    let topic = backend.topic_name(&common::run_id("batches"), "batches");
+    let _cleanup = Cleanup::of(&[&topic]);
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&backend, SubscriptionSpec::new(topic.as_str())).await;
+    // Batches of 1, 7, 700 and 3000 (larger than one pipeline of single publishes), each
+    // followed by a single publish, all in flight together; and an empty batch.
+    let mut pending = FuturesOrdered::new();
+    let mut next_payload = 0;
+    for size in [1, 7, 700, 3000] {
+        let batch: Vec<_> = (next_payload..next_payload + size)
+            .map(|i| PublishRequest::new(topic.as_str(), format!("{i:05}")))
+            .collect();
+        next_payload += size;
+        pending.push_back(producer.publish_batch(batch));
+        let single = producer.publish(PublishRequest::new(
+            topic.as_str(),
+            format!("{next_payload:05}"),
+        ));
+        next_payload += 1;
+        pending.push_back(Box::pin(async move { vec![single.await] }));
+    }
+    assert!(producer.publish_batch(Vec::new()).await.is_empty());
+    let mut confirmed = 0;
+    while let Some(outcomes) = pending.next().await {
+        for outcome in outcomes {
+            assert_eq!(outcome, PublishOutcome::Ok);
+            confirmed += 1;
+        }
+    }
+    assert_eq!(confirmed, next_payload);
+    let mut last_sequence = None;
+    for i in 0..next_payload {
+        let d = next(&mut sub).await;
+        assert_eq!(text(&d), format!("{i:05}"));
+        assert!(d.sequence > last_sequence);
+        last_sequence = d.sequence;
+    }
+    backend.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_batches_in_flight_at_once_arrive_in_order() {
+    let Some(backend) = backend("many_batches").await else {
+        return;
+    };
+    let topic = backend.topic_name(&common::run_id("many_batches"), "batches");
+    let _cleanup = Cleanup::of(&[&topic]);
+    let (mut sub, producer) =
+        common::subscriber_and_producer(&backend, SubscriptionSpec::new(topic.as_str())).await;
+    // More batches in flight than go straight onto the connection (32): the rest take
+    // the forwarder's queue, behind them.
+    let (batches, size) = (100, 50);
+    let mut pending: FuturesOrdered<_> = (0..batches)
+        .map(|b| {
+            producer.publish_batch(
+                (0..size)
+                    .map(|i| PublishRequest::new(topic.as_str(), format!("{:05}", b * size + i)))
+                    .collect(),
+            )
+        })
+        .collect();
+    while let Some(outcomes) = pending.next().await {
+        assert!(
+            outcomes.iter().all(|o| *o == PublishOutcome::Ok),
+            "{outcomes:?}"
+        );
+    }
+    for i in 0..batches * size {
+        assert_eq!(text(&next(&mut sub).await), format!("{i:05}"));
+    }
+    backend.teardown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_reports_each_refusal_and_a_lost_connection_for_all() {
+    let Some(backend) = backend("batch_fail").await else {
+        return;
+    };
+    let run = common::run_id("batch_fail");
+    let topic = backend.topic_name(&run, "t");
+    let wrong = backend.topic_name(&run, "not-a-stream");
+    let _cleanup = Cleanup::of(&[&topic, &wrong]);
+    let mut con = raw().await;
+    let _: () = redis::cmd("SET")
+        .arg(&wrong)
+        .arg("x")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let producer = backend.producer().await.unwrap();
+    let outcomes = producer
+        .publish_batch(vec![
+            PublishRequest::new(topic.as_str(), "a"),
+            PublishRequest::new(wrong.as_str(), "b"),
+            PublishRequest::new(topic.as_str(), "c"),
+        ])
+        .await;
+    assert_eq!(outcomes[0], PublishOutcome::Ok);
+    assert!(
+        matches!(&outcomes[1], PublishOutcome::Failed(why) if why.contains("WRONGTYPE")),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(outcomes[2], PublishOutcome::Ok);
+
+    let prefix = backend.client_name_prefix().to_owned();
+    let killed =
+        kill_clients(|name| name.starts_with(&prefix) && name.contains("-producer-")).await;
+    assert_eq!(killed, 1);
+    let batch = || vec![PublishRequest::new(topic.as_str(), "x"); 3];
+    let outcomes = producer.publish_batch(batch()).await;
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes.iter().all(|o| !o.is_confirmed()), "{outcomes:?}");
+    let outcomes = producer.publish_batch(batch()).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, PublishOutcome::Failed(_))),
+        "{outcomes:?}"
+    );
+    let _: () = redis::cmd("UNLINK")
+        .arg(&wrong)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    backend.teardown().await.unwrap();
+}
+
+#[tokio::test]
 async fn retention_keeps_exactly_the_tail() {
     let Some(backend) = backend("retention").await else {
         return;

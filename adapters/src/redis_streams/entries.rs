@@ -176,8 +176,7 @@ fn parse_entries(value: Value) -> Result<Vec<Entry>, String> {
         let mut pair = pair.into_iter();
         let id = pair
             .next()
-            .as_ref()
-            .and_then(text)
+            .and_then(shared_text)
             .ok_or("an entry without an id")?;
         let fields = match pair.next() {
             Some(Value::Array(fields)) => fields,
@@ -202,11 +201,7 @@ fn parse_entries(value: Value) -> Result<Vec<Entry>, String> {
                 _ => {}
             }
         }
-        out.push(Entry {
-            id: id.into(),
-            payload,
-            key,
-        });
+        out.push(Entry { id, payload, key });
     }
     Ok(out)
 }
@@ -218,6 +213,19 @@ fn bytes_of(value: Value) -> Option<Vec<u8>> {
         Value::VerbatimString { text, .. } => Some(text.into_bytes()),
         Value::Int(n) => Some(n.to_string().into_bytes()),
         _ => None,
+    }
+}
+
+/// A bulk or simple string reply as shared text, copied once (an entry id: it becomes
+/// the ack token).
+fn shared_text(value: Value) -> Option<Arc<str>> {
+    match value {
+        Value::BulkString(bytes) => match std::str::from_utf8(&bytes) {
+            Ok(text) => Some(Arc::from(text)),
+            Err(_) => Some(Arc::from(String::from_utf8_lossy(&bytes).as_ref())),
+        },
+        Value::SimpleString(text) => Some(Arc::from(text)),
+        other => text(&other).map(Arc::from),
     }
 }
 

@@ -5,7 +5,9 @@
 //! **Publishing** is `XADD <topic> [MAXLEN = n] * payload <bytes> [key <key>]`; its reply,
 //! the entry id, is the confirmation. Publishes pipeline: they join the producer's queue,
 //! in order, when first polled, and go out in batches of up to 1024 commands, up to 32
-//! batches in flight, on the producer's own connection. With
+//! batches in flight, on the producer's own connection.
+//! [`Producer::publish_batch`](crate::Producer::publish_batch) is one pipeline of its own
+//! (one write, one round trip), never split, with one reply and one timer. With
 //! [`TopicSpec::max_messages`](crate::TopicSpec::max_messages) the stream is trimmed
 //! exactly (`MAXLEN =`, not `~`), so a late reader sees exactly the retained tail.
 //!
