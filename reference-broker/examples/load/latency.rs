@@ -20,7 +20,6 @@ use crate::{
 };
 
 /// Waits for due times with `thread::sleep` woken early by the lateness it has learnt
-
 /// (an average of how late past sleeps woke: tens of µs in a VM), then spins to the exact
 /// time, so the send delay measures the broker's backpressure rather than timer wake-ups.
 struct Pacer {
