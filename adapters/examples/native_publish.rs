@@ -1,0 +1,601 @@
+//! A plain publish-only loop of the client library an adapter uses, without the adapter:
+//! the "native tool" that `scripts/ratios` compares brokerbench's publish rate with, for
+//! the brokers whose own benchmark tool is not installable here.
+//!
+//! ```text
+//! cargo run --release -p brokerbench-adapters --example native_publish -- \
+//!     --broker nats|jetstream|rabbitmq|kafka [--url URL] [--messages N] [--in-flight K] \
+//!     [--size BYTES] [--producers P] [--partitions N]
+//! ```
+//!
+//! Defaults: 500,000 messages in total, 1,024 in flight per producer, 100-byte payloads,
+//! one producer (one connection each), one Kafka partition (the adapter's default for a
+//! topic without consumer groups). The URL defaults as brokerbench's (`--url`, else
+//! `BROKERBENCH_<BROKER>_URL`, else the usual localhost address).
+//!
+//! What "confirmed" means, and what is created and deleted, per broker (the same as the
+//! adapter's publish-only case, so the two rates compare):
+//! - `nats`: core NATS has no acknowledgement; publishes go out in batches of `K / 2`, and
+//!   a batch is confirmed by a flush (a PING/PONG round trip), at most one round trip in
+//!   flight, so at most `K` messages are unconfirmed. No subscriber: the server drops them,
+//!   as it does for brokerbench's publish-only workload. Nothing to create.
+//! - `jetstream`: a memory stream on one subject is created; `publish` with a PubAck per
+//!   message, `K` acks awaited at a time; the stream is deleted.
+//! - `rabbitmq`: a fanout exchange is declared, a confirm-mode channel per producer,
+//!   `basic.publish` to the exchange with `K` publisher confirms outstanding (no queue is
+//!   bound: the message is confirmed and goes nowhere); the exchange is deleted.
+//! - `kafka`: a topic is created through the admin API (tansu does not auto-create), one
+//!   `FutureProducer` per producer with the adapter's settings (idempotent, `acks=all`,
+//!   `linger.ms=1`), `K` delivery reports outstanding; the topic is deleted.
+//!
+//! The clock starts when every producer is connected and ready, and stops at the last
+//! confirmation. Output, on stdout, one JSON line:
+//!
+//! ```text
+//! {"tool":"native_publish","broker":"kafka","producers":1,"in_flight":1024,"size":100,"messages":500000,"confirmed":500000,"failed":0,"seconds":2.1,"msgs_per_s":238095.2}
+//! ```
+//!
+//! Exit code: 0 when every message was confirmed, 1 when some failed, 2 when the loop
+//! could not run (unreachable broker, refused topic).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use brokerbench_adapters::BackendKind;
+use bytes::Bytes;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Longest a connection, a topic creation or a deletion may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a single confirmation may take before the message counts as failed.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+const USAGE: &str = "usage: native_publish --broker nats|jetstream|rabbitmq|kafka [--url URL] [--messages N] [--in-flight K] [--size BYTES] [--producers P] [--partitions N]";
+
+/// The validated flags.
+#[derive(Debug, Clone)]
+struct Settings {
+    broker: BackendKind,
+    url: String,
+    messages: u64,
+    in_flight: usize,
+    size: usize,
+    producers: usize,
+    partitions: i32,
+}
+
+impl Settings {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Settings, String> {
+        let mut broker = None;
+        let mut url = None;
+        let (mut messages, mut in_flight, mut size, mut producers, mut partitions) =
+            (500_000u64, 1024usize, 100usize, 1usize, 1i32);
+        while let Some(flag) = args.next() {
+            if flag == "--help" || flag == "-h" {
+                return Err(USAGE.into());
+            }
+            let value = args
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+            let value_of = value.as_str();
+            match flag.as_str() {
+                "--broker" => {
+                    let kind: BackendKind = value.parse().map_err(|e| format!("{e}"))?;
+                    if !matches!(
+                        kind,
+                        BackendKind::Nats
+                            | BackendKind::Jetstream
+                            | BackendKind::Rabbitmq
+                            | BackendKind::Kafka
+                    ) {
+                        return Err(format!(
+                            "--broker {value}: this loop covers nats, jetstream, rabbitmq and kafka (Redis has redis-benchmark)"
+                        ));
+                    }
+                    broker = Some(kind);
+                }
+                "--url" => url = Some(value),
+                "--messages" => messages = number::<u64>(&flag, value_of)?.max(1),
+                "--in-flight" => in_flight = number::<usize>(&flag, value_of)?.max(1),
+                "--size" => size = number(&flag, value_of)?,
+                "--producers" => producers = number::<usize>(&flag, value_of)?.max(1),
+                "--partitions" => partitions = number::<i32>(&flag, value_of)?.max(1),
+                _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
+            }
+        }
+        let broker = broker.ok_or_else(|| format!("--broker is required\n{USAGE}"))?;
+        Ok(Settings {
+            broker,
+            url: broker.resolve_url(url.as_deref()),
+            messages,
+            in_flight,
+            size,
+            producers,
+            partitions,
+        })
+    }
+
+    /// Messages of producer `index`: an equal share, the first ones taking the rest.
+    fn share(&self, index: usize) -> u64 {
+        let producers = self.producers as u64;
+        self.messages / producers + u64::from((index as u64) < self.messages % producers)
+    }
+}
+
+/// A flag's number (`1000000`, `1_000_000` or `1,000,000`).
+fn number<T>(flag: &str, value: &str) -> Result<T, String>
+where
+    T: std::str::FromStr<Err: std::fmt::Display>,
+{
+    value
+        .replace(['_', ','], "")
+        .parse()
+        .map_err(|e| format!("{flag} {value}: {e}"))
+}
+
+/// What one producer counted.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    confirmed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.confirmed += other.confirmed;
+        self.failed += other.failed;
+    }
+
+    fn count(&mut self, ok: bool) {
+        if ok {
+            self.confirmed += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let settings = match Settings::parse(std::env::args().skip(1)) {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("native_publish: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("native_publish: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("native_publish: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(settings: Settings) -> Result<bool, Error> {
+    let payload = Bytes::from(vec![b'x'; settings.size]);
+    let name = format!("bb-native-{}", std::process::id());
+    let (tally, elapsed) = match settings.broker {
+        BackendKind::Nats => nats_core(&settings, &name, payload).await?,
+        BackendKind::Jetstream => jetstream(&settings, &name, payload).await?,
+        BackendKind::Rabbitmq => rabbitmq(&settings, &name, payload).await?,
+        BackendKind::Kafka => kafka(&settings, &name, payload).await?,
+        other => return Err(format!("no loop for {other}").into()),
+    };
+    let seconds = elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 {
+        tally.confirmed as f64 / seconds
+    } else {
+        0.0
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "tool": "native_publish",
+            "broker": settings.broker.to_string(),
+            "producers": settings.producers,
+            "in_flight": settings.in_flight,
+            "size": settings.size,
+            "messages": settings.messages,
+            "confirmed": tally.confirmed,
+            "failed": tally.failed,
+            "seconds": (seconds * 1e6).round() / 1e6,
+            "msgs_per_s": (rate * 10.0).round() / 10.0,
+        })
+    );
+    Ok(tally.failed == 0 && tally.confirmed == settings.messages)
+}
+
+/// Runs `work` once per producer handle, each on its own task; the clock starts when
+/// every task is spawned and waiting at the barrier. Returns the summed tally and the time
+/// from the barrier to the last task's end.
+async fn timed<H, F>(
+    handles: Vec<H>,
+    work: impl Fn(usize, H) -> F,
+) -> Result<(Tally, Duration), Error>
+where
+    F: Future<Output = Tally> + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(handles.len() + 1));
+    let mut tasks = JoinSet::new();
+    for (index, handle) in handles.into_iter().enumerate() {
+        let barrier = barrier.clone();
+        let job = work(index, handle);
+        tasks.spawn(async move {
+            barrier.wait().await;
+            job.await
+        });
+    }
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut total = Tally::default();
+    while let Some(joined) = tasks.join_next().await {
+        total.add(joined?);
+    }
+    Ok((total, started.elapsed()))
+}
+
+async fn nats_connect(url: &str) -> Result<async_nats::Client, Error> {
+    let connect = async_nats::ConnectOptions::new().connect(url);
+    Ok(tokio::time::timeout(SETUP_TIMEOUT, connect)
+        .await
+        .map_err(|_| format!("connecting to nats at {url} timed out"))?
+        .map_err(|e| format!("cannot connect to nats at {url}: {e}"))?)
+}
+
+async fn nats_core(
+    settings: &Settings,
+    name: &str,
+    payload: Bytes,
+) -> Result<(Tally, Duration), Error> {
+    let mut clients = Vec::new();
+    for _ in 0..settings.producers {
+        clients.push(nats_connect(&settings.url).await?);
+    }
+    let subject = async_nats::Subject::from(name);
+    let batch = (settings.in_flight / 2).max(1) as u64;
+    timed(clients, |index, client: async_nats::Client| {
+        let (subject, payload, count) = (subject.clone(), payload.clone(), settings.share(index));
+        async move {
+            let mut tally = Tally::default();
+            // The round trip confirming the previous batch, and that batch's size.
+            let mut flushing: Option<(tokio::task::JoinHandle<bool>, u64)> = None;
+            let mut sent = 0;
+            while sent < count {
+                let this = batch.min(count - sent);
+                let mut queued = 0;
+                for _ in 0..this {
+                    if client
+                        .publish(subject.clone(), payload.clone())
+                        .await
+                        .is_ok()
+                    {
+                        queued += 1;
+                    } else {
+                        tally.failed += 1;
+                    }
+                }
+                sent += this;
+                if let Some((flush, size)) = flushing.take() {
+                    settle(&mut tally, flush.await.unwrap_or(false), size);
+                }
+                let client = client.clone();
+                let flush = tokio::spawn(async move {
+                    matches!(
+                        tokio::time::timeout(CONFIRM_TIMEOUT, client.flush()).await,
+                        Ok(Ok(()))
+                    )
+                });
+                flushing = Some((flush, queued));
+            }
+            if let Some((flush, size)) = flushing.take() {
+                settle(&mut tally, flush.await.unwrap_or(false), size);
+            }
+            tally
+        }
+    })
+    .await
+}
+
+fn settle(tally: &mut Tally, ok: bool, size: u64) {
+    if ok {
+        tally.confirmed += size;
+    } else {
+        tally.failed += size;
+    }
+}
+
+async fn jetstream(
+    settings: &Settings,
+    name: &str,
+    payload: Bytes,
+) -> Result<(Tally, Duration), Error> {
+    let admin = jetstream::new(nats_connect(&settings.url).await?);
+    let stream = name.replace('.', "_");
+    tokio::time::timeout(
+        SETUP_TIMEOUT,
+        admin.create_stream(jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![name.to_owned()],
+            storage: jetstream::stream::StorageType::Memory,
+            ..Default::default()
+        }),
+    )
+    .await
+    .map_err(|_| format!("creating stream {stream} timed out"))?
+    .map_err(|e| format!("cannot create stream {stream} at {}: {e}", settings.url))?;
+    let mut contexts = Vec::new();
+    for _ in 0..settings.producers {
+        let client = nats_connect(&settings.url).await?;
+        contexts.push(
+            jetstream::context::ContextBuilder::new()
+                .max_ack_inflight(settings.in_flight)
+                .timeout(CONFIRM_TIMEOUT)
+                .build(client),
+        );
+    }
+    let subject = async_nats::Subject::from(name);
+    let in_flight = settings.in_flight;
+    let result = timed(contexts, |index, js: jetstream::Context| {
+        let (subject, payload, count) = (subject.clone(), payload.clone(), settings.share(index));
+        async move {
+            let mut tally = Tally::default();
+            let mut pending = FuturesUnordered::new();
+            let mut sent = 0;
+            while sent < count || !pending.is_empty() {
+                while sent < count && pending.len() < in_flight {
+                    match js.publish(subject.clone(), payload.clone()).await {
+                        Ok(ack) => pending.push(ack.into_future()),
+                        Err(_) => tally.failed += 1,
+                    }
+                    sent += 1;
+                }
+                if let Some(ack) = pending.next().await {
+                    tally.count(ack.is_ok());
+                }
+            }
+            tally
+        }
+    })
+    .await;
+    match tokio::time::timeout(SETUP_TIMEOUT, admin.delete_stream(&stream)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => eprintln!("native_publish: could not delete stream {stream}: {e}"),
+        Err(_) => eprintln!("native_publish: deleting stream {stream} timed out"),
+    }
+    result
+}
+
+async fn rabbitmq(
+    settings: &Settings,
+    name: &str,
+    payload: Bytes,
+) -> Result<(Tally, Duration), Error> {
+    use lapin::options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    };
+    use lapin::types::{FieldTable, ShortString};
+    use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+
+    let connect = |role: &'static str| {
+        let url = settings.url.clone();
+        async move {
+            let properties = ConnectionProperties::default()
+                .with_connection_name(format!("native_publish {role}").into());
+            tokio::time::timeout(SETUP_TIMEOUT, Connection::connect(&url, properties))
+                .await
+                .map_err(|_| format!("connecting to rabbitmq at {url} timed out"))?
+                .map_err(|e| -> Error {
+                    format!("cannot connect to rabbitmq at {url}: {e}").into()
+                })
+        }
+    };
+    let admin = connect("admin").await?;
+    let admin_channel = admin.create_channel().await?;
+    admin_channel
+        .exchange_declare(
+            ShortString::from(name),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| format!("cannot declare exchange {name}: {e}"))?;
+    let mut channels = Vec::new();
+    for _ in 0..settings.producers {
+        let connection = connect("producer").await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channels.push((connection, channel));
+    }
+    let exchange = ShortString::from(name);
+    let in_flight = settings.in_flight;
+    let result = timed(
+        channels
+            .iter()
+            .map(|(_, channel)| channel.clone())
+            .collect(),
+        |index, channel: lapin::Channel| {
+            let (exchange, payload, count) =
+                (exchange.clone(), payload.clone(), settings.share(index));
+            async move {
+                let mut tally = Tally::default();
+                let mut pending = FuturesUnordered::new();
+                let mut sent = 0;
+                while sent < count || !pending.is_empty() {
+                    while sent < count && pending.len() < in_flight {
+                        let publish = channel.basic_publish(
+                            exchange.clone(),
+                            ShortString::from(""),
+                            BasicPublishOptions::default(),
+                            &payload,
+                            BasicProperties::default(),
+                        );
+                        match publish.await {
+                            Ok(confirm) => {
+                                pending.push(tokio::time::timeout(CONFIRM_TIMEOUT, confirm));
+                            }
+                            Err(_) => tally.failed += 1,
+                        }
+                        sent += 1;
+                    }
+                    if let Some(confirm) = pending.next().await {
+                        tally.count(matches!(confirm, Ok(Ok(Confirmation::Ack(_)))));
+                    }
+                }
+                tally
+            }
+        },
+    )
+    .await;
+    let deleted = admin_channel
+        .exchange_delete(ShortString::from(name), ExchangeDeleteOptions::default())
+        .await;
+    if let Err(e) = deleted {
+        eprintln!("native_publish: could not delete exchange {name}: {e}");
+    }
+    for (connection, _) in channels.iter() {
+        let _ = connection.close(200, ShortString::from("done")).await;
+    }
+    let _ = admin.close(200, ShortString::from("done")).await;
+    result
+}
+
+async fn kafka(
+    settings: &Settings,
+    name: &str,
+    payload: Bytes,
+) -> Result<(Tally, Duration), Error> {
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    // kafka://host:port[,host:port] or a bare list, as the adapter takes it.
+    let bootstrap = settings
+        .url
+        .split_once("://")
+        .map_or(settings.url.as_str(), |(_, rest)| rest)
+        .trim_end_matches('/')
+        .to_owned();
+    let mut base = ClientConfig::new();
+    base.set("bootstrap.servers", &bootstrap)
+        .set("client.id", "native_publish")
+        .set("allow.auto.create.topics", "false")
+        .set("log.connection.close", "false");
+    let admin: AdminClient<DefaultClientContext> = base.create()?;
+    let options = AdminOptions::new()
+        .request_timeout(Some(SETUP_TIMEOUT))
+        .operation_timeout(Some(SETUP_TIMEOUT));
+    let topic = NewTopic::new(name, settings.partitions, TopicReplication::Fixed(-1));
+    let created = admin.create_topics([&topic], &options).await?;
+    for result in created {
+        result.map_err(|(topic, code)| {
+            format!("kafka at {bootstrap} refused to create topic {topic}: {code}")
+        })?;
+    }
+    // The adapter waits for the partitions' leaders the same way: until metadata shows them.
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    loop {
+        let found = tokio::task::block_in_place(|| {
+            admin
+                .inner()
+                .fetch_metadata(Some(name), Duration::from_secs(5))
+                .map(|metadata| {
+                    metadata.topics().iter().any(|t| {
+                        t.error().is_none()
+                            && t.partitions().len() == settings.partitions as usize
+                            && t.partitions().iter().all(|p| p.leader() >= 0)
+                    })
+                })
+        });
+        if matches!(found, Ok(true)) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "topic {name} shows no partitions with leaders after {SETUP_TIMEOUT:?}"
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut producers = Vec::new();
+    for _ in 0..settings.producers {
+        let producer: FutureProducer = base
+            .clone()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set(
+                "message.timeout.ms",
+                CONFIRM_TIMEOUT.as_millis().to_string(),
+            )
+            .set("linger.ms", "1")
+            .set("partitioner", "murmur2_random")
+            .create()?;
+        producers.push(producer);
+    }
+    let topic: Arc<str> = Arc::from(name);
+    let in_flight = settings.in_flight;
+    let result = timed(producers, |index, producer: FutureProducer| {
+        let (topic, payload, count) = (topic.clone(), payload.clone(), settings.share(index));
+        async move {
+            let mut tally = Tally::default();
+            let mut pending = FuturesUnordered::new();
+            let mut sent = 0;
+            while sent < count || !pending.is_empty() {
+                while sent < count && pending.len() < in_flight {
+                    let record = FutureRecord::<(), [u8]>::to(&topic).payload(&payload[..]);
+                    match producer.send_result(record) {
+                        Ok(delivery) => {
+                            pending.push(delivery);
+                            sent += 1;
+                        }
+                        // librdkafka's queue is full: wait for a report first.
+                        Err((
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::error::RDKafkaErrorCode::QueueFull,
+                            ),
+                            _,
+                        )) if !pending.is_empty() => break,
+                        Err(_) => {
+                            tally.failed += 1;
+                            sent += 1;
+                        }
+                    }
+                }
+                if let Some(report) = pending.next().await {
+                    tally.count(matches!(report, Ok(Ok(_))));
+                }
+            }
+            tally
+        }
+    })
+    .await;
+    let deleted = admin.delete_topics(&[name], &options).await;
+    if !matches!(&deleted, Ok(results) if results.iter().all(Result::is_ok)) {
+        eprintln!("native_publish: could not delete topic {name}: {deleted:?}");
+    }
+    result
+}
