@@ -10,12 +10,15 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use super::acks::{AckBook, PartitionAcks, parse_delivered};
 use super::start::start_offset;
 use crate::error::AdapterError;
 use crate::subscription::StartPosition;
+
+/// Whether a consumer is ready: `None` while it starts, then `Ok`, or why it cannot be.
+pub(super) type Readiness = Option<Result<(), AdapterError>>;
 
 /// The consumer's context: readiness, rebalances, manual-ack bookkeeping.
 pub(super) struct SubContext {
@@ -29,8 +32,9 @@ pub(super) struct SubContext {
     pub(super) start: StartPosition,
     /// The request timeout.
     pub(super) timeout: Duration,
-    /// Told once the subscription is ready, or why it cannot be.
-    pub(super) ready: Mutex<Option<oneshot::Sender<Result<(), AdapterError>>>>,
+    /// Set once the consumer reads from fixed positions, or to why it cannot; every
+    /// subscription waiting for this consumer watches it.
+    pub(super) ready: watch::Sender<Readiness>,
     pub(super) acks: Mutex<AckBook>,
     /// Whether the reader paused its partitions (back-pressure); a rebalance keeps
     /// newly assigned partitions paused too.
@@ -42,14 +46,19 @@ impl SubContext {
         self.member && self.manual
     }
 
+    /// Sets the readiness, unless it is set already.
     pub(super) fn signal_ready(&self, result: Result<(), AdapterError>) {
-        if let Some(ready) = self.ready.lock().take() {
-            let _ = ready.send(result);
-        }
+        self.ready.send_if_modified(|ready| {
+            if ready.is_some() {
+                return false;
+            }
+            *ready = Some(result);
+            true
+        });
     }
 
     pub(super) fn is_ready_pending(&self) -> bool {
-        self.ready.lock().is_some()
+        self.ready.borrow().is_none()
     }
 
     /// Takes over `offered` partitions at fixed positions: the committed offset, or the

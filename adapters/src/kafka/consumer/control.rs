@@ -14,14 +14,24 @@ use crate::subscription::{AckTokenRepr, Delivery, SubscriptionControl};
 
 /// What the subscription handle asks of its reader.
 pub(super) enum Command {
+    /// A manual ack (group members only).
     Ack { partition: i32, offset: i64 },
-    Unsubscribe(oneshot::Sender<Result<(), AdapterError>>),
+    /// Subscription `id` leaves; answered once it has (for the last subscription of a
+    /// consumer, once the consumer is closed).
+    Unsubscribe {
+        id: u64,
+        reply: oneshot::Sender<Result<(), AdapterError>>,
+    },
 }
 
 /// The Kafka side of a [`Subscription`].
 pub(super) struct KafkaSubscription {
     pub(super) topic: Arc<str>,
-    /// To the reader; dropping it (with the subscription) ends the reader.
+    /// This subscription among those of its consumer (0 for a consumer of its own).
+    pub(super) id: u64,
+    /// To the reader. For a consumer of its own, dropping it (with the subscription)
+    /// ends the reader; a shared consumer notices a dropped subscription by its closed
+    /// delivery channel.
     pub(super) commands: std_mpsc::Sender<Command>,
     pub(super) rejected: Arc<AtomicU64>,
     /// Manual acks in a group: acks are committed. Elsewhere there is nothing to commit.
@@ -64,7 +74,10 @@ impl SubscriptionControl for KafkaSubscription {
 
     fn unsubscribe(&self) -> BoxFuture<'static, Result<(), AdapterError>> {
         let (reply, confirmed) = oneshot::channel();
-        let sent = self.commands.send(Command::Unsubscribe(reply)).is_ok();
+        let sent = self
+            .commands
+            .send(Command::Unsubscribe { id: self.id, reply })
+            .is_ok();
         let timeout = self.timeout;
         let topic = self.topic.clone();
         Box::pin(async move {

@@ -7,22 +7,21 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::admin::ReaderLife;
 use super::context::SubContext;
 use super::control::Command;
-use super::start::start_offset;
-use super::{
-    BACKPRESSURE_WAIT, COMMIT_INTERVAL, HEALTH_CHECK_TIMEOUT, MAX_BATCH, METADATA_RETRY, POLL_WAIT,
-};
+use super::handoff::Outlet;
+use super::start::assign_all;
+use super::{BACKPRESSURE_WAIT, COMMIT_INTERVAL, HEALTH_CHECK_TIMEOUT, MAX_BATCH, POLL_WAIT};
 use crate::error::{AdapterError, fmt_duration};
-use crate::subscription::{AckToken, AckTokenRepr, Batch, Delivery, StartPosition};
+use crate::subscription::{AckToken, AckTokenRepr, Batch, Delivery};
 
 /// Trouble the reader saw (lost brokers, a vanished topic): checked once it has lasted
 /// the request timeout.
@@ -46,13 +45,28 @@ impl Drop for LifeGuard {
 pub(super) struct Reader {
     pub(super) consumer: BaseConsumer<SubContext>,
     pub(super) life: LifeGuard,
-    pub(super) tx: mpsc::Sender<Batch>,
+    /// Where deliveries go: one subscription, or the fan-out subscriptions sharing this
+    /// consumer.
+    pub(super) outlet: Outlet,
     pub(super) commands: std_mpsc::Receiver<Command>,
     pub(super) rejected: Arc<AtomicU64>,
     pub(super) trouble: Option<Trouble>,
     /// An error that ends the subscription, noticed where it could not be acted on.
     pub(super) fatal: Option<AdapterError>,
     pub(super) last_commit: Instant,
+    /// Deliveries taken from the consumer and not handed over yet.
+    pub(super) batch: Vec<Delivery>,
+}
+
+/// Why a reader ends.
+pub(super) enum End {
+    /// The last subscription unsubscribed: answered once the consumer is closed.
+    Unsubscribed(oneshot::Sender<Result<(), AdapterError>>),
+    /// Every subscription was dropped (or the consumer never became ready).
+    Dropped,
+    /// The consumer cannot go on: every subscription gets this error, then its stream
+    /// ends.
+    Failed(AdapterError),
 }
 
 /// What one poll produced, once the message (which borrows the consumer) is taken.
@@ -63,7 +77,7 @@ pub(super) enum Polled {
 }
 
 impl Reader {
-    fn ctx(&self) -> &SubContext {
+    pub(super) fn ctx(&self) -> &SubContext {
         self.consumer.context()
     }
 
@@ -71,104 +85,40 @@ impl Reader {
         let started = Instant::now();
         if let Err(error) = self.start() {
             self.ctx().signal_ready(Err(error));
-            self.finish(None, None);
+            self.finish(End::Dropped);
             return;
         }
-        let (reply, error) = self.pump(started);
-        self.finish(reply, error);
+        let end = self.pump(started);
+        self.finish(end);
     }
 
     /// Fan-out: assign every partition at its resolved start. Group: join it (the
     /// rebalance callback does the rest).
     fn start(&mut self) -> Result<(), AdapterError> {
-        let ctx = self.consumer.context().clone();
-        let topic: &str = &ctx.topic;
+        let ctx = self.ctx();
         if ctx.member {
             return self
                 .consumer
-                .subscribe(&[topic])
+                .subscribe(&[&*ctx.topic])
                 .map_err(|e| AdapterError::rejected(format!("{}: {e}", ctx.what)));
         }
-        let fail = |doing: &str, e: &dyn std::fmt::Display| {
-            AdapterError::closed(format!("{}: {doing}: {e}", ctx.what))
-        };
-        let deadline = Instant::now() + ctx.timeout;
-        let left = || deadline.saturating_duration_since(Instant::now());
-        // The topic exists (it was ensured); a broker that has not caught up with its
-        // creation yet shows it without partitions for a moment.
-        let partitions: Vec<i32> = loop {
-            let metadata = self
-                .consumer
-                .fetch_metadata(Some(topic), left())
-                .map_err(|e| fail("reading the topic's partitions", &e))?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic && t.error().is_none())
-                .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-                .unwrap_or_default();
-            if !partitions.is_empty() {
-                break partitions;
-            }
-            if left() < METADATA_RETRY {
-                return Err(AdapterError::closed(format!(
-                    "{}: the topic has no partitions in the broker's metadata",
-                    ctx.what
-                )));
-            }
-            std::thread::sleep(METADATA_RETRY);
-        };
-        let mut assignment = TopicPartitionList::with_capacity(partitions.len());
-        for partition in partitions {
-            let offset = match ctx.start {
-                // Resolved by librdkafka to the first retained offset, which a publish
-                // cannot move.
-                StartPosition::Beginning => Offset::Beginning,
-                start => Offset::Offset(
-                    start_offset(&self.consumer, topic, partition, start, left()).map_err(|e| {
-                        fail(&format!("finding where partition {partition} starts"), &e)
-                    })?,
-                ),
-            };
-            assignment
-                .add_partition_offset(topic, partition, offset)
-                .map_err(|e| fail("building the assignment", &e))?;
-        }
-        self.consumer
-            .assign(&assignment)
-            .map_err(|e| fail("assigning the partitions", &e))?;
-        ctx.signal_ready(Ok(()));
-        Ok(())
+        assign_all(&self.consumer)
     }
 
-    /// The poll loop. Returns the unsubscribe request that ended it, or the error.
-    fn pump(
-        &mut self,
-        started: Instant,
-    ) -> (
-        Option<oneshot::Sender<Result<(), AdapterError>>>,
-        Option<AdapterError>,
-    ) {
-        let mut batch = Vec::new();
+    /// The poll loop, until something ends it.
+    fn pump(&mut self, started: Instant) -> End {
         loop {
-            loop {
-                match self.commands.try_recv() {
-                    Ok(Command::Ack { partition, offset }) => self.ack(partition, offset),
-                    Ok(Command::Unsubscribe(reply)) => return (Some(reply), None),
-                    Err(std_mpsc::TryRecvError::Empty) => break,
-                    // The subscription was dropped.
-                    Err(std_mpsc::TryRecvError::Disconnected) => return (None, None),
-                }
+            if let Some(end) = self.serve(None) {
+                return end;
             }
             if let Some(error) = self.fatal.take() {
-                return (None, Some(error));
+                return End::Failed(error);
             }
             if self.life.0.should_stop() {
-                let error = AdapterError::closed(format!(
+                return End::Failed(AdapterError::closed(format!(
                     "{}: the backend was torn down (its topics and groups are being deleted)",
                     self.ctx().what
-                ));
-                return (None, Some(error));
+                )));
             }
             if self.ctx().is_ready_pending() && started.elapsed() >= self.ctx().timeout {
                 let last = self
@@ -177,25 +127,23 @@ impl Reader {
                     .map(|t| format!(" (last error: {})", t.what))
                     .unwrap_or_default();
                 let error = AdapterError::timeout(&self.ctx().what, self.ctx().timeout);
-                return (
-                    None,
-                    Some(AdapterError::new(
-                        error.kind(),
-                        format!(
-                            "{}: no partition assignment from the group coordinator{last}",
-                            error.message()
-                        ),
-                    )),
-                );
+                return End::Failed(AdapterError::new(
+                    error.kind(),
+                    format!(
+                        "{}: no partition assignment from the group coordinator{last}",
+                        error.message()
+                    ),
+                ));
             }
             self.commit_acks();
             if let Some(error) = self.check_trouble() {
-                return (None, Some(error));
+                return End::Failed(error);
             }
             let polled = match self.consumer.poll(POLL_WAIT) {
                 None => Polled::Nothing,
                 Some(Ok(message)) => {
-                    self.take(&message, &mut batch);
+                    let delivery = self.delivery(&message);
+                    self.batch.push(delivery);
                     Polled::Message
                 }
                 Some(Err(e)) => Polled::Error(e),
@@ -205,11 +153,12 @@ impl Reader {
                 Polled::Error(e) => self.on_error(e),
                 Polled::Message => {
                     // Gather what else is already there into the same batch.
-                    while batch.len() < MAX_BATCH {
+                    while self.batch.len() < MAX_BATCH {
                         let more = match self.consumer.poll(Duration::ZERO) {
                             None => None,
                             Some(Ok(message)) => {
-                                self.take(&message, &mut batch);
+                                let delivery = self.delivery(&message);
+                                self.batch.push(delivery);
                                 continue;
                             }
                             Some(Err(e)) => Some(e),
@@ -219,8 +168,8 @@ impl Reader {
                         }
                         break;
                     }
-                    if !self.hand_over(&mut batch) {
-                        return (None, None);
+                    if let Err(end) = self.hand_over() {
+                        return end;
                     }
                 }
             }
@@ -228,7 +177,7 @@ impl Reader {
     }
 
     /// Turns a message into a delivery.
-    fn take(&self, message: &BorrowedMessage<'_>, batch: &mut Vec<Delivery>) {
+    pub(super) fn delivery(&self, message: &BorrowedMessage<'_>) -> Delivery {
         let received_at = Instant::now();
         let ctx = self.ctx();
         let partition = message.partition();
@@ -247,7 +196,7 @@ impl Reader {
             }
             false
         };
-        batch.push(Delivery {
+        Delivery {
             topic: ctx.topic.clone(),
             payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
             key: message
@@ -258,58 +207,10 @@ impl Reader {
             sequence: Some(offset),
             received_at,
             ack_token: AckToken(AckTokenRepr::Offset { partition, offset }),
-        });
-    }
-
-    /// Hands `batch` to the subscription, waiting for room with the partitions paused.
-    /// Returns `false` if the subscription is gone.
-    fn hand_over(&mut self, batch: &mut Vec<Delivery>) -> bool {
-        if batch.is_empty() {
-            return !self.tx.is_closed();
-        }
-        // Messages arrive: whatever trouble there was is over.
-        self.trouble = None;
-        loop {
-            let sent = match self.tx.try_reserve() {
-                Ok(permit) => {
-                    permit.send(Batch::Many(std::mem::take(batch)));
-                    true
-                }
-                Err(TrySendError::Closed(())) => return false,
-                // Nobody reads it, and teardown is waiting.
-                Err(TrySendError::Full(())) if self.life.0.should_stop() => return false,
-                Err(TrySendError::Full(())) => false,
-            };
-            if sent {
-                if self.ctx().paused.swap(false, Ordering::AcqRel)
-                    && let Ok(assignment) = self.consumer.assignment()
-                {
-                    let _ = self.consumer.resume(&assignment);
-                }
-                return true;
-            }
-            if !self.ctx().paused.swap(true, Ordering::AcqRel)
-                && let Ok(assignment) = self.consumer.assignment()
-            {
-                let _ = self.consumer.pause(&assignment);
-            }
-            // Serve rebalances and heartbeats meanwhile; a message fetched before the
-            // pause joins the batch.
-            let polled = match self.consumer.poll(BACKPRESSURE_WAIT) {
-                Some(Ok(message)) => {
-                    self.take(&message, batch);
-                    None
-                }
-                Some(Err(e)) => Some(e),
-                None => None,
-            };
-            if let Some(e) = polled {
-                self.on_error(e);
-            }
         }
     }
 
-    fn ack(&mut self, partition: i32, offset: i64) {
+    pub(super) fn ack(&mut self, partition: i32, offset: i64) {
         let accepted = self
             .ctx()
             .acks
@@ -346,7 +247,7 @@ impl Reader {
     /// Sorts a consumer error: fatal ones end the subscription; connection and topic
     /// trouble is remembered and checked once it has lasted the request timeout; the rest
     /// librdkafka retries by itself.
-    fn on_error(&mut self, error: KafkaError) {
+    pub(super) fn on_error(&mut self, error: KafkaError) {
         let ctx = self.consumer.context();
         if let KafkaError::MessageConsumptionFatal(code) = error {
             self.fatal = Some(AdapterError::closed(format!(
@@ -434,30 +335,46 @@ impl Reader {
         }
     }
 
-    /// Ends the subscription: reports `error` (then the stream ends), closes the
-    /// consumer (its rebalance callback commits, and it leaves the group, waiting up to
-    /// the request timeout) and answers `reply`.
-    fn finish(
-        self,
-        reply: Option<oneshot::Sender<Result<(), AdapterError>>>,
-        error: Option<AdapterError>,
-    ) {
+    /// Ends the reader: reports a failure to every subscription (then their streams
+    /// end), closes the consumer (its rebalance callback commits, and it leaves the
+    /// group, waiting up to the request timeout) and answers the last unsubscribe.
+    fn finish(self, end: End) {
         let Reader {
-            consumer, tx, life, ..
+            consumer,
+            outlet,
+            life,
+            ..
         } = self;
         let ctx = consumer.context().clone();
-        if let Some(error) = error {
-            ctx.signal_ready(Err(error.clone()));
-            send_within(&tx, Batch::Error(error), ctx.timeout);
-            // The stream ends now; leaving the group below may take a while.
-            drop(tx);
-            let _ = close(&consumer);
-        } else {
-            let closed = close(&consumer);
-            if let Some(reply) = reply {
-                let _ = reply.send(closed);
+        // A shared consumer takes no more subscriptions from here on.
+        let channels = outlet.close();
+        match end {
+            End::Failed(error) => {
+                ctx.signal_ready(Err(error.clone()));
+                // Teardown is waiting: a subscription nobody reads gets no error, only
+                // the end of its stream.
+                let wait = if life.0.should_stop() {
+                    Duration::ZERO
+                } else {
+                    ctx.timeout
+                };
+                let deadline = Instant::now() + wait;
+                for tx in &channels {
+                    send_until(tx, Batch::Error(error.clone()), deadline);
+                }
+                // The streams end now; leaving the group below may take a while.
+                drop(channels);
+                let _ = close(&consumer);
             }
-            drop(tx);
+            End::Unsubscribed(reply) => {
+                let closed = close(&consumer);
+                let _ = reply.send(closed);
+                drop(channels);
+            }
+            End::Dropped => {
+                drop(channels);
+                let _ = close(&consumer);
+            }
         }
         // Closed: dropping it only frees it. Then teardown may delete its topic.
         drop(consumer);
@@ -465,10 +382,9 @@ impl Reader {
     }
 }
 
-/// Sends `batch`, waiting up to `timeout` for room (a subscription nobody reads must not
-/// hold its reader forever).
-pub(super) fn send_within(tx: &mpsc::Sender<Batch>, batch: Batch, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
+/// Sends `batch`, waiting until `deadline` for room (a subscription nobody reads must
+/// not hold its reader forever).
+fn send_until(tx: &mpsc::Sender<Batch>, batch: Batch, deadline: Instant) {
     let mut batch = batch;
     loop {
         match tx.try_send(batch) {
@@ -484,7 +400,7 @@ pub(super) fn send_within(tx: &mpsc::Sender<Batch>, batch: Batch, timeout: Durat
 
 /// Closes `consumer`: revokes its partitions (the rebalance callback commits) and leaves
 /// its group, within the request timeout.
-pub(super) fn close(consumer: &BaseConsumer<SubContext>) -> Result<(), AdapterError> {
+fn close(consumer: &BaseConsumer<SubContext>) -> Result<(), AdapterError> {
     let ctx = consumer.context();
     consumer
         .close_queue()
