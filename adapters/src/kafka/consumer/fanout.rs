@@ -1,8 +1,9 @@
 //! One consumer per topic for the fan-out subscriptions that can share it.
 //!
-//! A fan-out subscription that starts at [`StartPosition::Latest`] with automatic acks
-//! owns nothing on the broker: no group, no offsets, no acks. Every such subscription
-//! of one topic in one backend (so, in the engine, one process) therefore attaches to
+//! A fan-out subscription that starts at the latest position
+//! ([`StartPosition::Latest`](crate::StartPosition::Latest)) with automatic acks owns
+//! nothing on the broker: no group, no offsets, no acks. Every such subscription of one
+//! topic in one backend (so, in the engine, one process) therefore attaches to
 //! one librdkafka consumer, a [`Hub`], which reads the topic once and hands each batch
 //! to every attached subscription (see `handoff`). One consumer per subscription would
 //! cost a reader thread, librdkafka's own threads, a connection and a fetch of every
@@ -50,7 +51,7 @@ use crate::subscription::{Batch, Subscription, SubscriptionSpec};
 
 /// The shared consumers of one backend, by topic.
 #[derive(Default)]
-pub(crate) struct FanOuts(Mutex<HashMap<Arc<str>, Arc<Hub>>>);
+pub(crate) struct FanOuts(pub(super) Mutex<HashMap<Arc<str>, Arc<Hub>>>);
 
 /// One shared consumer's subscriptions.
 pub(super) struct Hub {
@@ -84,8 +85,29 @@ impl Attached {
 }
 
 impl Hub {
+    /// A hub for `topic` without subscriptions, whose reader takes `commands`, listed
+    /// in `registry` by the caller.
+    pub(super) fn new(
+        topic: Arc<str>,
+        commands: std_mpsc::Sender<Command>,
+        ready: watch::Receiver<Readiness>,
+        registry: &Arc<FanOuts>,
+    ) -> Arc<Hub> {
+        Arc::new(Hub {
+            topic,
+            state: Mutex::new(Attached::default()),
+            commands,
+            ready,
+            registry: Arc::downgrade(registry),
+        })
+    }
+
     /// Attaches a new subscription per `spec`; `None` if the hub is closing.
-    fn attach(&self, spec: &SubscriptionSpec, timeout: Duration) -> Option<Subscription> {
+    pub(super) fn attach(
+        &self,
+        spec: &SubscriptionSpec,
+        timeout: Duration,
+    ) -> Option<Subscription> {
         let mut state = self.state.lock();
         if state.closing {
             return None;
@@ -173,13 +195,12 @@ pub(super) async fn subscribe(
             None => {
                 let (consumer, ready) = new_consumer(shared, spec, &private_group_id(), &what)?;
                 let (commands, commands_rx) = std_mpsc::channel();
-                let hub = Arc::new(Hub {
-                    topic: spec.topic.clone(),
-                    state: Mutex::new(Attached::default()),
+                let hub = Hub::new(
+                    spec.topic.clone(),
                     commands,
-                    ready: ready.clone(),
-                    registry: Arc::downgrade(&shared.fan_outs),
-                });
+                    ready.clone(),
+                    &shared.fan_outs,
+                );
                 let subscription = hub
                     .attach(spec, timeout)
                     .expect("a new hub takes subscriptions");

@@ -260,6 +260,9 @@ async fn wait_ready(
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 /// A group id no one else uses, for a fan-out subscriber. It never joins that group (it
 /// assigns partitions itself) and never commits, so nothing is created on the broker;
 /// librdkafka only requires a group id for `assign`.
