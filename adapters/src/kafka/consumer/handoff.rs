@@ -164,7 +164,14 @@ impl Reader {
             {
                 let _ = self.consumer.pause(&assignment);
             }
-            if let Some(end) = self.serve(Some(&mut waiting)) {
+            // A shared consumer serves its subscriptions' unsubscribes meanwhile, so that
+            // one waiting subscription does not hold up another one's leaving. A consumer
+            // of its own does not: its subscription drains the channel while it
+            // unsubscribes, so the batch lands there first (a group member with
+            // automatic acks has already stored the batch's offsets as consumed).
+            if matches!(self.outlet, Outlet::Shared(_))
+                && let Some(end) = self.serve(Some(&mut waiting))
+            {
                 return Err(end);
             }
             // Serve rebalances and heartbeats meanwhile; a message fetched before the
