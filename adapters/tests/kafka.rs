@@ -194,6 +194,181 @@ async fn fan_out_reaches_three_subscribers_in_order() {
     .await;
 }
 
+/// Connects a [`KafkaBackend`] itself, for what only it tells (its consumers), runs
+/// `body` (or skips) and tears down, also when `body` panicked.
+async fn with_kafka<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(Arc<KafkaBackend>, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let backend = match KafkaBackend::connect(&common::url(KIND), common::options()).await {
+        Ok(backend) => Arc::new(backend),
+        Err(err) if common::required(KIND) => panic!(
+            "{test}: the {KIND} broker is required (BROKERBENCH_REQUIRE_BACKENDS) but: {err}"
+        ),
+        Err(err) => return common::skip(KIND, test, &err.to_string()),
+    };
+    let outcome = std::panic::AssertUnwindSafe(body(backend.clone(), common::run_id(test)))
+        .catch_unwind()
+        .await;
+    let torn_down = backend.teardown().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    torn_down.unwrap();
+}
+
+/// Waits until `backend` has `n` open consumers (a reader closes its consumer on a
+/// thread of its own, shortly after its last subscription left).
+async fn open_consumers_become(backend: &KafkaBackend, n: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    while backend.open_consumers() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} open consumers, not {n}",
+            backend.open_consumers()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn ten_fan_out_subscribers_share_one_consumer_and_each_gets_everything_in_order() {
+    with_kafka("shared-ten", |backend, run| async move {
+        let topic = backend.topic_name(&run, "news");
+        backend
+            .prepare(&RunTopology::new(&run).topic(TopicSpec::new(&topic)))
+            .await
+            .unwrap();
+        let before = backend.consumers_created();
+        // Subscribing all at once: the first starts the consumer, the others attach to
+        // it while it starts, and every one resolves only once it is assigned.
+        let subscribing = (0..10).map(|_| backend.subscribe(SubscriptionSpec::new(topic.as_str())));
+        let mut subs: Vec<Subscription> = futures::future::join_all(subscribing)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            backend.consumers_created() - before,
+            1,
+            "one consumer for ten"
+        );
+        assert_eq!(backend.open_consumers(), 1);
+        let producer = backend.producer().await.unwrap();
+        publish_all(&producer, messages(&topic, 0..300)).await;
+        for sub in &mut subs {
+            let got = take(sub, 300).await;
+            for (i, d) in got.iter().enumerate() {
+                assert_eq!(text(d), format!("m{i}"));
+                assert_eq!(d.sequence, Some(i as i64));
+            }
+        }
+        assert!(stays_quiet(&mut subs[0]).await);
+        assert!(stays_quiet(&mut subs[9]).await);
+        // What cannot share keeps a consumer of its own: a replay, a group member.
+        let mut replay = backend
+            .subscribe(SubscriptionSpec::new(topic.as_str()).start(StartPosition::Beginning))
+            .await
+            .unwrap();
+        let _member = backend
+            .subscribe(SubscriptionSpec::new(topic.as_str()).group("g"))
+            .await
+            .unwrap();
+        assert_eq!(backend.consumers_created() - before, 3);
+        assert_eq!(text(&next(&mut replay).await), "m0");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_late_subscriber_to_a_running_shared_consumer_gets_only_newer_messages() {
+    with_kafka("shared-late", |backend, run| async move {
+        let topic = backend.topic_name(&run, "feed");
+        let before = backend.consumers_created();
+        let mut early = backend
+            .subscribe(SubscriptionSpec::new(topic.as_str()))
+            .await
+            .unwrap();
+        let producer = backend.producer().await.unwrap();
+        publish_all(&producer, messages(&topic, 0..10)).await;
+        // Handed out by the shared consumer before the late one attaches.
+        assert_eq!(text(&take(&mut early, 10).await[9]), "m9");
+        let mut late = backend
+            .subscribe(SubscriptionSpec::new(topic.as_str()))
+            .await
+            .unwrap();
+        assert_eq!(
+            backend.consumers_created() - before,
+            1,
+            "the late one attached"
+        );
+        publish_all(&producer, messages(&topic, 10..20)).await;
+        for sub in [&mut early, &mut late] {
+            let texts: Vec<String> = take(sub, 10)
+                .await
+                .iter()
+                .map(|d| text(d).to_owned())
+                .collect();
+            let want: Vec<String> = (10..20).map(|i| format!("m{i}")).collect();
+            assert_eq!(texts, want);
+            assert!(stays_quiet(sub).await);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn leaving_one_shared_subscription_leaves_the_others_working_and_the_last_closes_it() {
+    with_kafka("shared-leave", |backend, run| async move {
+        let topic = backend.topic_name(&run, "room");
+        let before = backend.consumers_created();
+        let mut subs = Vec::new();
+        for _ in 0..3 {
+            subs.push(
+                backend
+                    .subscribe(SubscriptionSpec::new(topic.as_str()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let producer = backend.producer().await.unwrap();
+        publish_all(&producer, messages(&topic, 0..5)).await;
+        for sub in &mut subs {
+            assert_eq!(text(&take(sub, 5).await[4]), "m4");
+        }
+        let mut kept = subs.pop().unwrap();
+        let mut leaving = subs.pop().unwrap();
+        drop(subs);
+        leaving.unsubscribe().await.unwrap();
+        publish_all(&producer, messages(&topic, 5..10)).await;
+        let texts: Vec<String> = take(&mut kept, 5)
+            .await
+            .iter()
+            .map(|d| text(d).to_owned())
+            .collect();
+        assert_eq!(texts, ["m5", "m6", "m7", "m8", "m9"]);
+        match tokio::time::timeout(PATIENCE, leaving.next()).await {
+            Ok(None) => {}
+            other => panic!("expected the end of the unsubscribed stream, got {other:?}"),
+        }
+        assert_eq!(backend.open_consumers(), 1);
+        // The last one to leave closes the consumer; the next subscriber starts another.
+        kept.unsubscribe().await.unwrap();
+        open_consumers_become(&backend, 0).await;
+        let mut again = backend
+            .subscribe(SubscriptionSpec::new(topic.as_str()))
+            .await
+            .unwrap();
+        assert_eq!(backend.consumers_created() - before, 2);
+        publish_all(&producer, messages(&topic, 10..11)).await;
+        assert_eq!(text(&next(&mut again).await), "m10");
+        drop(again);
+        open_consumers_become(&backend, 0).await;
+    })
+    .await;
+}
+
 /// Reads every subscription until `n` distinct payloads arrived in total; returns what
 /// each one got, in order.
 async fn gather(subs: &mut [Subscription], n: usize) -> Vec<Vec<Delivery>> {
@@ -870,9 +1045,16 @@ async fn when_the_broker_dies_publishes_resolve_and_subscriptions_end() {
         .subscribe(SubscriptionSpec::new(topic.as_str()))
         .await
         .unwrap();
+    // Shares the first one's consumer: the error reaches both.
+    let mut other = backend
+        .subscribe(SubscriptionSpec::new(topic.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(backend.consumers_created(), 1);
     let producer = backend.producer().await.unwrap();
     publish_all(&producer, messages(&topic, 0..1)).await;
     next(&mut sub).await;
+    next(&mut other).await;
 
     broker.child.kill().await.unwrap();
     let outcome = tokio::time::timeout(
@@ -883,19 +1065,21 @@ async fn when_the_broker_dies_publishes_resolve_and_subscriptions_end() {
     .expect("the publish resolves");
     eprintln!("publish after the broker died: {outcome}");
     assert!(!outcome.is_confirmed(), "{outcome}");
-    let mut error = None;
-    loop {
-        match tokio::time::timeout(PATIENCE, sub.next()).await {
-            Ok(Some(Ok(d))) => panic!("a delivery from a dead broker: {d:?}"),
-            Ok(Some(Err(e))) => error = Some(e),
-            Ok(None) => break,
-            Err(_) => panic!("the subscription neither failed nor ended"),
+    for sub in [&mut sub, &mut other] {
+        let mut error = None;
+        loop {
+            match tokio::time::timeout(PATIENCE, sub.next()).await {
+                Ok(Some(Ok(d))) => panic!("a delivery from a dead broker: {d:?}"),
+                Ok(Some(Err(e))) => error = Some(e),
+                Ok(None) => break,
+                Err(_) => panic!("the subscription neither failed nor ended"),
+            }
         }
+        let error = error.expect("an error before the end");
+        eprintln!("subscription error: {error}");
+        assert_eq!(error.kind(), ErrorKind::Closed);
+        assert!(error.to_string().contains(&broker.url), "{error}");
     }
-    let error = error.expect("an error before the end");
-    eprintln!("subscription error: {error}");
-    assert_eq!(error.kind(), ErrorKind::Closed);
-    assert!(error.to_string().contains(&broker.url), "{error}");
     // Its memory died with it: nothing to tear down, and teardown says why it failed.
     let err = backend.teardown().await.unwrap_err();
     eprintln!("teardown without a broker: {err}");

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -14,6 +15,7 @@ use rdkafka::metadata::Metadata;
 use tokio::time::Instant;
 
 use super::config::{self, MAX_MESSAGE_BYTES};
+use super::consumer::FanOuts;
 use crate::backend::ConnectOptions;
 use crate::error::{AdapterError, ErrorKind, fmt_duration};
 
@@ -114,6 +116,12 @@ pub(crate) struct Shared {
     registry: Mutex<Registry>,
     /// Readers of this backend's subscriptions that may still run.
     readers: Mutex<Vec<Arc<ReaderLife>>>,
+    /// The consumers shared by fan-out subscriptions, one per topic.
+    pub(crate) fan_outs: Arc<FanOuts>,
+    /// Consumers created so far (see [`KafkaBackend::consumers_created`]).
+    ///
+    /// [`KafkaBackend::consumers_created`]: super::KafkaBackend::consumers_created
+    consumers_created: AtomicU64,
 }
 
 impl Shared {
@@ -137,6 +145,8 @@ impl Shared {
             creating: tokio::sync::Mutex::new(()),
             registry: Mutex::new(Registry::default()),
             readers: Mutex::new(Vec::new()),
+            fan_outs: Arc::new(FanOuts::default()),
+            consumers_created: AtomicU64::new(0),
         })
     }
 
@@ -167,6 +177,25 @@ impl Shared {
             // The closure does not panic; a cancelled runtime is all this can be.
             Err(_) => Err(KafkaError::MetadataFetch(RDKafkaErrorCode::Fail)),
         }
+    }
+
+    /// Counts a consumer created.
+    pub(crate) fn consumer_created(&self) {
+        self.consumers_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Consumers created so far.
+    pub(crate) fn consumers_created(&self) -> u64 {
+        self.consumers_created.load(Ordering::Relaxed)
+    }
+
+    /// Readers (so consumers) that have not finished closing.
+    pub(crate) fn open_consumers(&self) -> usize {
+        self.readers
+            .lock()
+            .iter()
+            .filter(|r| !*r.done.borrow())
+            .count()
     }
 
     /// Registers a new subscription reader.

@@ -23,7 +23,10 @@
 //!   different keys, and keyless ones (spread over partitions), interleave in any order.
 //! - **Fan-out** (`group == None`): the subscriber assigns itself every partition at
 //!   explicit offsets (no group, nothing stored on the broker). Partitions added to the
-//!   topic later are not read.
+//!   topic later are not read. The fan-out subscriptions of a topic that start at
+//!   `Latest` with automatic acks share one consumer per backend, which reads each
+//!   message once and hands it to every one of them; a slow one holds the others back
+//!   rather than making anyone lose a message (see [`KafkaBackend::consumers_created`]).
 //! - **Competing** (`group == Some(g)`): one Kafka consumer group per (topic, group),
 //!   named by [`group_id`]. A member gets whole partitions, so with more members than
 //!   partitions some get nothing (they are still ready, and take over partitions when
@@ -218,6 +221,21 @@ impl KafkaBackend {
             Capability::LiveOnly,
             Capability::AckRedelivery,
         ])
+    }
+
+    /// How many librdkafka consumers this backend has created so far: one for each
+    /// subscription with a consumer of its own (a group member, manual acks, a replay),
+    /// and one per topic for the fan-out subscriptions that share one (see the module
+    /// documentation). For tests and diagnostics.
+    pub fn consumers_created(&self) -> u64 {
+        self.shared.consumers_created()
+    }
+
+    /// How many of this backend's consumers are open: created, and not yet closed by
+    /// their reader thread (which closes a consumer when its last subscription has gone,
+    /// or on an error or teardown).
+    pub fn open_consumers(&self) -> usize {
+        self.shared.open_consumers()
     }
 
     /// The `bootstrap.servers` list the URL names.
