@@ -118,3 +118,35 @@ fn an_unknown_scenario_lists_the_builtins() {
     assert_eq!(run.status.code(), Some(2));
     assert!(text(&run.stderr).contains("group-chat"));
 }
+
+/// A workload with no subscriber measures publishing alone: every offered message is
+/// published and confirmed, nothing is due for delivery, nothing is lost, and the record
+/// says so (delivery availability has no value rather than a made-up 100 %).
+#[test]
+fn a_publish_only_workload_measures_publishing_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("publish-only.toml");
+    std::fs::write(
+        &file,
+        "name = \"publish-only\"\ndescription = \"x\"\nwarmup = \"200ms\"\nduration = \"2s\"\ndrain = \"500ms\"\n\n[[workload]]\nname = \"w\"\ntopics = 2\nproducers_per_topic = 1\nsubscribers_per_topic = 0\ndelivery = \"all\"\nsize = 100\nrate = 500\n",
+    )
+    .unwrap();
+    let out = dir.path().join("po.json");
+    let run = brokerbench(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(record["volume"]["published"], 1000, "{record:#}");
+    assert_eq!(record["volume"]["delivered"], 0);
+    assert_eq!(record["correctness"]["lost"], 0);
+    assert_eq!(record["availability"]["publish"], 1.0);
+    assert!(record["availability"]["delivery"].is_null(), "{record:#}");
+}

@@ -46,7 +46,8 @@ pub struct Workload {
     pub topics: u32,
     /// Publishing clients per topic.
     pub producers_per_topic: u32,
-    /// Subscribing clients per topic, present from the start.
+    /// Subscribing clients per topic, present from the start. 0 without late subscribers
+    /// is a publish-only workload: publishing is measured alone, no delivery is due.
     pub subscribers_per_topic: u32,
     /// Fan-out (`all`) or competing consumers (`one`).
     pub delivery: Delivery,

@@ -112,12 +112,8 @@ fn check_workload(at: &str, w: &Workload, duration: Duration) -> Checked {
         w.producers_per_topic,
         "producers_per_topic",
     )?;
-    if w.subscribers_per_topic == 0 && w.late_subscribers.is_none() {
-        return Err(Violation::new(
-            format!("{at}.subscribers_per_topic"),
-            "subscribers_per_topic must be at least 1 (got 0): a workload nobody receives measures no delivery",
-        ));
-    }
+    // subscribers_per_topic = 0 (and no late subscribers) is a publish-only workload: it
+    // measures publishing alone, as a broker's own producer benchmark does.
     check_size(&format!("{at}.size"), &w.size)?;
     if let Some(keys) = &w.keys {
         at_least_one(format!("{at}.keys.count"), keys.count, "the number of keys")?;
