@@ -436,6 +436,11 @@ impl Connection {
     /// [`ErrorKind::Rejected`] if the broker refused, [`ErrorKind::InvalidInput`] if this
     /// connection is already subscribed to the topic, [`ErrorKind::Timeout`] or
     /// [`ErrorKind::Closed`] otherwise.
+    ///
+    /// [`ErrorKind::Rejected`]: crate::ErrorKind::Rejected
+    /// [`ErrorKind::InvalidInput`]: crate::ErrorKind::InvalidInput
+    /// [`ErrorKind::Timeout`]: crate::ErrorKind::Timeout
+    /// [`ErrorKind::Closed`]: crate::ErrorKind::Closed
     pub async fn subscribe(&self, spec: &SubscriptionSpec) -> Result<Subscription, AdapterError> {
         let control = ReferenceSubscription {
             conn: self.clone(),
@@ -504,6 +509,10 @@ impl Connection {
     ///
     /// [`ErrorKind::Rejected`] if the broker does not support it, [`ErrorKind::Timeout`]
     /// or [`ErrorKind::Closed`] otherwise.
+    ///
+    /// [`ErrorKind::Rejected`]: crate::ErrorKind::Rejected
+    /// [`ErrorKind::Timeout`]: crate::ErrorKind::Timeout
+    /// [`ErrorKind::Closed`]: crate::ErrorKind::Closed
     pub async fn stats(&self) -> Result<serde_json::Value, AdapterError> {
         self.call("stats".to_owned(), |reply| Request::Stats { reply })
             .await
