@@ -163,6 +163,50 @@ impl Tally {
     }
 }
 
+/// What handing one message to a client gave.
+enum Sent<F> {
+    /// Sent; the future resolves with its confirmation.
+    Pending(F),
+    /// Refused at once: counted as failed.
+    Failed,
+    /// The client's queue is full: wait for a confirmation, then try again.
+    Full,
+}
+
+/// Sends `count` messages through `send`, keeping at most `in_flight` confirmations
+/// outstanding, and counts each as `confirmed` says.
+async fn windowed<F, Fut>(
+    count: u64,
+    in_flight: usize,
+    mut send: impl FnMut() -> Fut,
+    confirmed: impl Fn(&F::Output) -> bool,
+) -> Tally
+where
+    F: std::future::Future,
+    Fut: std::future::Future<Output = Sent<F>>,
+{
+    let mut tally = Tally::default();
+    let mut pending = FuturesUnordered::new();
+    let mut sent = 0;
+    while sent < count || !pending.is_empty() {
+        while sent < count && pending.len() < in_flight {
+            match send().await {
+                Sent::Pending(confirmation) => pending.push(confirmation),
+                Sent::Failed => tally.failed += 1,
+                Sent::Full if !pending.is_empty() => break,
+                Sent::Full => {
+                    tally.failed += 1;
+                }
+            }
+            sent += 1;
+        }
+        if let Some(outcome) = pending.next().await {
+            tally.count(confirmed(&outcome));
+        }
+    }
+    tally
+}
+
 fn main() -> ExitCode {
     let settings = match Settings::parse(std::env::args().skip(1)) {
         Ok(settings) => settings,
@@ -357,24 +401,16 @@ async fn jetstream(
     let in_flight = settings.in_flight;
     let result = timed(contexts, |index, js: jetstream::Context| {
         let (subject, payload, count) = (subject.clone(), payload.clone(), settings.share(index));
-        async move {
-            let mut tally = Tally::default();
-            let mut pending = FuturesUnordered::new();
-            let mut sent = 0;
-            while sent < count || !pending.is_empty() {
-                while sent < count && pending.len() < in_flight {
-                    match js.publish(subject.clone(), payload.clone()).await {
-                        Ok(ack) => pending.push(ack.into_future()),
-                        Err(_) => tally.failed += 1,
-                    }
-                    sent += 1;
-                }
-                if let Some(ack) = pending.next().await {
-                    tally.count(ack.is_ok());
+        let send = move || {
+            let (js, subject, payload) = (js.clone(), subject.clone(), payload.clone());
+            async move {
+                match js.publish(subject, payload).await {
+                    Ok(ack) => Sent::Pending(ack.into_future()),
+                    Err(_) => Sent::Failed,
                 }
             }
-            tally
-        }
+        };
+        windowed(count, in_flight, send, |ack| ack.is_ok())
     })
     .await;
     match tokio::time::timeout(SETUP_TIMEOUT, admin.delete_stream(&stream)).await {
@@ -439,33 +475,28 @@ async fn rabbitmq(
         |index, channel: lapin::Channel| {
             let (exchange, payload, count) =
                 (exchange.clone(), payload.clone(), settings.share(index));
-            async move {
-                let mut tally = Tally::default();
-                let mut pending = FuturesUnordered::new();
-                let mut sent = 0;
-                while sent < count || !pending.is_empty() {
-                    while sent < count && pending.len() < in_flight {
-                        let publish = channel.basic_publish(
-                            exchange.clone(),
-                            ShortString::from(""),
-                            BasicPublishOptions::default(),
-                            &payload,
-                            BasicProperties::default(),
-                        );
-                        match publish.await {
-                            Ok(confirm) => {
-                                pending.push(tokio::time::timeout(CONFIRM_TIMEOUT, confirm));
-                            }
-                            Err(_) => tally.failed += 1,
+            let send = move || {
+                let (channel, exchange, payload) =
+                    (channel.clone(), exchange.clone(), payload.clone());
+                async move {
+                    let publish = channel.basic_publish(
+                        exchange,
+                        ShortString::from(""),
+                        BasicPublishOptions::default(),
+                        &payload,
+                        BasicProperties::default(),
+                    );
+                    match publish.await {
+                        Ok(confirm) => {
+                            Sent::Pending(tokio::time::timeout(CONFIRM_TIMEOUT, confirm))
                         }
-                        sent += 1;
-                    }
-                    if let Some(confirm) = pending.next().await {
-                        tally.count(matches!(confirm, Ok(Ok(Confirmation::Ack(_)))));
+                        Err(_) => Sent::Failed,
                     }
                 }
-                tally
-            }
+            };
+            windowed(count, in_flight, send, |confirm| {
+                matches!(confirm, Ok(Ok(Confirmation::Ack(_))))
+            })
         },
     )
     .await;
@@ -560,37 +591,22 @@ async fn kafka(
     let in_flight = settings.in_flight;
     let result = timed(producers, |index, producer: FutureProducer| {
         let (topic, payload, count) = (topic.clone(), payload.clone(), settings.share(index));
-        async move {
-            let mut tally = Tally::default();
-            let mut pending = FuturesUnordered::new();
-            let mut sent = 0;
-            while sent < count || !pending.is_empty() {
-                while sent < count && pending.len() < in_flight {
-                    let record = FutureRecord::<(), [u8]>::to(&topic).payload(&payload[..]);
-                    match producer.send_result(record) {
-                        Ok(delivery) => {
-                            pending.push(delivery);
-                            sent += 1;
-                        }
-                        // librdkafka's queue is full: wait for a report first.
-                        Err((
-                            rdkafka::error::KafkaError::MessageProduction(
-                                rdkafka::error::RDKafkaErrorCode::QueueFull,
-                            ),
-                            _,
-                        )) if !pending.is_empty() => break,
-                        Err(_) => {
-                            tally.failed += 1;
-                            sent += 1;
-                        }
-                    }
-                }
-                if let Some(report) = pending.next().await {
-                    tally.count(matches!(report, Ok(Ok(_))));
-                }
-            }
-            tally
-        }
+        let send = move || {
+            let record = FutureRecord::<(), [u8]>::to(&topic).payload(&payload[..]);
+            let sent = match producer.send_result(record) {
+                Ok(delivery) => Sent::Pending(delivery),
+                // librdkafka's queue is full: wait for a report first.
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::error::RDKafkaErrorCode::QueueFull,
+                    ),
+                    _,
+                )) => Sent::Full,
+                Err(_) => Sent::Failed,
+            };
+            std::future::ready(sent)
+        };
+        windowed(count, in_flight, send, |report| matches!(report, Ok(Ok(_))))
     })
     .await;
     let deleted = admin.delete_topics(&[name], &options).await;

@@ -95,20 +95,24 @@ pub(super) async fn produce(
         let sent = Instant::now();
         let sent_ns = clock.since_epoch(sent);
         let room = (max_in_flight - outbox.messages).clamp(1, MAX_BATCH);
-        let mut count = 1;
-        while count < room
-            && schedule
-                .due_ns(seq + count as u64)
-                .is_some_and(|d| d <= sent_ns)
-        {
-            count += 1;
+        // Each due time is read off the schedule once, here; the batch's envelopes use it.
+        let mut dues = std::mem::take(&mut batcher.dues);
+        dues.clear();
+        dues.push(due_ns);
+        while dues.len() < room {
+            match schedule.due_ns(seq + dues.len() as u64) {
+                Some(d) if d <= sent_ns => dues.push(d),
+                _ => break,
+            }
         }
+        let count = dues.len();
+        batcher.dues = dues;
         info.next_seq.store(seq + count as u64, Ordering::Release);
         let pending = if count == 1 {
             let request = batcher.one(seq, due_ns, sent_ns);
             Pending::One(bounded(producer.publish(request), shared.publish_deadline))
         } else {
-            let requests = batcher.many(&schedule, seq, count, sent_ns);
+            let requests = batcher.many(seq, sent_ns);
             Pending::Many(bounded_batch(
                 producer.publish_batch(requests),
                 count,
@@ -133,6 +137,8 @@ struct Batcher<'a> {
     rng: fastrand::Rng,
     /// Shared, so drawing a key for a message copies a pointer, not the string.
     keys: Vec<Arc<str>>,
+    /// Due time (ns since the epoch) of each message of the batch being built.
+    dues: Vec<u64>,
     /// End of each message of a batch in its buffer.
     ends: Vec<usize>,
 }
@@ -151,6 +157,7 @@ impl<'a> Batcher<'a> {
             id,
             rng: fastrand::Rng::new(),
             keys,
+            dues: Vec::new(),
             ends: Vec::new(),
         }
     }
@@ -187,25 +194,18 @@ impl<'a> Batcher<'a> {
         self.request(Bytes::from(payload))
     }
 
-    /// The requests of messages `first..first + count`; their payloads are slices of one
-    /// buffer, so a batch costs one allocation for all of them.
-    fn many(
-        &mut self,
-        schedule: &Schedule,
-        first: u64,
-        count: usize,
-        sent_ns: u64,
-    ) -> Vec<PublishRequest> {
+    /// The requests of messages `first..`, one per due time in [`dues`](Self::dues);
+    /// their payloads are slices of one buffer, so a batch costs one allocation for all.
+    fn many(&mut self, first: u64, sent_ns: u64) -> Vec<PublishRequest> {
+        let count = self.dues.len();
         self.ends.clear();
         let mut buffer = Vec::new();
         for i in 0..count {
             let size = self.size();
-            let seq = first + i as u64;
-            let due_ns = schedule.due_ns(seq).unwrap_or(sent_ns);
             if i == 0 {
                 buffer.reserve(size * count);
             }
-            self.envelope(seq, due_ns, sent_ns)
+            self.envelope(first + i as u64, self.dues[i], sent_ns)
                 .encode_into(size, &mut buffer);
             self.ends.push(buffer.len());
         }
