@@ -227,6 +227,109 @@ async fn a_batch_is_one_write_and_resolves_in_order_between_single_publishes() {
 }
 
 #[tokio::test]
+async fn parts_of_a_batch_go_out_in_one_write_and_resolve_each_on_its_own_answers() {
+    // Parts of 3, 3 and 2 messages. The broker reads all 8 lines, answers the first
+    // part, waits for the test's go, then answers the rest.
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let (url, broker) = fake_broker(|mut peer| async move {
+        let mut reads = 0;
+        let mut pending = Vec::new();
+        let mut lines = 0;
+        while lines < 8 {
+            let mut chunk = vec![0u8; 1 << 16];
+            let got = peer.reader.read(&mut chunk).await.unwrap();
+            assert!(got > 0, "client closed early");
+            reads += 1;
+            pending.extend_from_slice(&chunk[..got]);
+            lines = pending.iter().filter(|&&b| b == b'\n').count();
+        }
+        for _ in 0..3 {
+            peer.send(r#"{"success":true}"#).await;
+        }
+        go_rx.await.unwrap();
+        peer.send(r#"{"success":true,"duplicate":true}"#).await;
+        for _ in 0..4 {
+            peer.send(r#"{"success":true}"#).await;
+        }
+        reads
+    })
+    .await;
+    let conn = open(&url, &options()).await;
+    let part = |tag: &str, n: usize| {
+        (0..n)
+            .map(|i| PublishRequest::new("t", format!("{tag}-{i}")))
+            .collect::<Vec<_>>()
+    };
+    let mut parts = conn
+        .publish_parts(vec![part("a", 3), part("b", 3), part("c", 2)])
+        .into_iter();
+    let (first, second, third) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    assert!(parts.next().is_none());
+    // The later parts wait for the first to be sent; polled first, they do not block it.
+    let mut second = tokio::spawn(second);
+    let mut third = tokio::spawn(third);
+    let first = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("the first part resolves on its own answers");
+    assert_eq!(first, vec![PublishOutcome::Ok; 3]);
+    // The others are still waiting for theirs.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut second)
+            .await
+            .is_err()
+    );
+    go_tx.send(()).unwrap();
+    assert_eq!(
+        second.await.unwrap(),
+        [
+            PublishOutcome::Duplicate,
+            PublishOutcome::Ok,
+            PublishOutcome::Ok
+        ]
+    );
+    assert_eq!((&mut third).await.unwrap(), vec![PublishOutcome::Ok; 2]);
+    let reads = broker.await.unwrap();
+    assert!(reads <= 2, "3 parts took {reads} reads: not one write");
+}
+
+#[tokio::test]
+async fn parts_whose_first_is_dropped_unpolled_are_not_sent() {
+    let (url, broker) = fake_broker(|mut peer| async move {
+        // Nothing of the dropped batch arrives: the next line is the single publish.
+        let line = peer.line().await.unwrap();
+        peer.send(r#"{"success":true}"#).await;
+        line
+    })
+    .await;
+    let conn = open(&url, &options()).await;
+    let mut parts = conn
+        .publish_parts(vec![
+            vec![PublishRequest::new("t", "a")],
+            vec![PublishRequest::new("t", "b"); 2],
+        ])
+        .into_iter();
+    drop(parts.next());
+    let outcomes = tokio::time::timeout(Duration::from_secs(5), parts.next().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, PublishOutcome::Failed(r) if r.contains("not sent"))),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        conn.publish(PublishRequest::new("t", "single")).await,
+        PublishOutcome::Ok
+    );
+    assert_eq!(broker.await.unwrap()["msg"], "single");
+}
+
+#[tokio::test]
 async fn a_batch_cut_short_keeps_the_confirmations_that_arrived() {
     let (url, broker) = fake_broker(|mut peer| async move {
         // Answer two of the three, then close.
