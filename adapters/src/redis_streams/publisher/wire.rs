@@ -1,0 +1,251 @@
+//! A producer's connection, spoken directly in RESP: one buffer that publishes encode
+//! their commands into, a writer task that writes whatever has gathered there in one
+//! write, and a reader task that finds each reply and hands it to the publish it answers.
+//!
+//! ```text
+//!  send (synchronous, under the lock) ──> out: Vec<u8>   +   waiting: [publish 1: 64 replies, publish 2: 1, ...]
+//!                                          │                        ▲
+//!  writer task: swaps `out` for its spare, one write_all            │ in order
+//!                                          ▼                        │
+//!                                        socket ──> reader task: resp::frame, reply by reply
+//! ```
+//!
+//! Redis answers the commands of one connection in the order it read them, so the n-th
+//! reply belongs to the n-th command written, and commands are written in the order they
+//! joined `out`. A publish joins `out` and `waiting` together, under one lock, in the
+//! first poll of its future: the order of first polls is the order on the wire.
+//!
+//! Nothing here allocates per command: a publish is one reply channel (`oneshot`) for
+//! all its commands, the entry ids are not kept, and an error reply is the only one that
+//! becomes a value ([`Failure::Server`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::net;
+use crate::redis_streams::link::Failure;
+use crate::redis_streams::resp::{self, Head};
+
+/// What the writer's buffers start with: a batch of 256 XADDs of 100-byte payloads is
+/// about 50 KiB.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// A write buffer grown past this (by large payloads) is given back after its write, so
+/// one burst of 1 MiB messages does not keep megabytes per producer.
+const KEEP_WRITE_BUFFER: usize = 4 << 20;
+
+/// Room the reader makes before each read (it grows for a larger reply).
+const READ_BUFFER: usize = 64 * 1024;
+
+/// The answers to one [`Wire::send`].
+#[derive(Debug)]
+pub(super) enum Answers {
+    /// Every command was answered: the ones listed (by index) were refused, the rest
+    /// confirmed.
+    Replied(Vec<(usize, Failure)>),
+    /// The connection broke before every answer came: the commands may have been
+    /// carried out or not.
+    Lost,
+}
+
+/// The connection, shared by the producer's publishes and its two tasks.
+pub(super) struct Wire {
+    state: Mutex<State>,
+    /// Wakes the writer when `out` gets its first bytes.
+    wake: Notify,
+    /// Cancelled when the connection is over: it failed, or the producer is gone.
+    over: CancellationToken,
+    /// The redacted URL, for messages.
+    url: Arc<str>,
+}
+
+struct State {
+    /// Commands encoded and not yet taken by the writer.
+    out: Vec<u8>,
+    /// Who waits for replies, in the order of their commands on the wire.
+    waiting: VecDeque<Waiter>,
+    /// Why nothing more can be sent, once that is so.
+    closed: Option<String>,
+}
+
+/// One send still waiting for (some of) its replies.
+struct Waiter {
+    /// Commands sent.
+    commands: usize,
+    /// Replies read so far.
+    replied: usize,
+    refused: Vec<(usize, Failure)>,
+    reply: oneshot::Sender<Answers>,
+}
+
+impl Wire {
+    /// Takes over `stream` (handshake done) and starts the writer and reader tasks.
+    pub(super) fn start(stream: TcpStream, url: Arc<str>) -> Arc<Wire> {
+        let (read, write) = stream.into_split();
+        let wire = Arc::new(Wire {
+            state: Mutex::new(State {
+                out: Vec::with_capacity(WRITE_BUFFER),
+                waiting: VecDeque::new(),
+                closed: None,
+            }),
+            wake: Notify::new(),
+            over: CancellationToken::new(),
+            url,
+        });
+        tokio::spawn(wire.clone().write(write));
+        tokio::spawn(wire.clone().read(read));
+        wire
+    }
+
+    /// Sends `commands` commands, which `encode` appends to the buffer, and returns where
+    /// their answers will come. Synchronous: the commands are in line when this returns.
+    ///
+    /// # Errors
+    ///
+    /// Why the connection can no longer carry anything (nothing was sent).
+    pub(super) fn send(
+        &self,
+        commands: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<oneshot::Receiver<Answers>, String> {
+        let (reply, answers) = oneshot::channel();
+        let mut state = self.state.lock();
+        if let Some(reason) = &state.closed {
+            return Err(reason.clone());
+        }
+        let first = state.out.is_empty();
+        encode(&mut state.out);
+        state.waiting.push_back(Waiter {
+            commands,
+            replied: 0,
+            refused: Vec::new(),
+            reply,
+        });
+        drop(state);
+        if first {
+            self.wake.notify_one();
+        }
+        Ok(answers)
+    }
+
+    /// Ends both tasks, which closes the socket: the producer and its publishes are gone.
+    pub(super) fn end(&self) {
+        self.over.cancel();
+    }
+
+    /// The connection failed: every publish waiting gets [`Answers::Lost`], later ones are
+    /// refused with the reason, and both tasks end.
+    fn fail(&self, why: &str) {
+        let waiting = {
+            let mut state = self.state.lock();
+            if state.closed.is_none() {
+                state.closed = Some(format!(
+                    "the connection to redis at {} failed: {why}",
+                    self.url
+                ));
+            }
+            state.out = Vec::new();
+            std::mem::take(&mut state.waiting)
+        };
+        self.over.cancel();
+        for waiter in waiting {
+            let _ = waiter.reply.send(Answers::Lost);
+        }
+    }
+
+    /// The writer task: writes what gathered in `out`, in one write, while the next
+    /// commands gather in the other buffer.
+    async fn write(self: Arc<Wire>, mut half: OwnedWriteHalf) {
+        let mut spare = Vec::with_capacity(WRITE_BUFFER);
+        loop {
+            let empty = {
+                let mut state = self.state.lock();
+                std::mem::swap(&mut state.out, &mut spare);
+                spare.is_empty()
+            };
+            let written = if empty {
+                tokio::select! {
+                    () = self.over.cancelled() => return,
+                    () = self.wake.notified() => continue,
+                }
+            } else {
+                tokio::select! {
+                    () = self.over.cancelled() => return,
+                    written = half.write_all(&spare) => written,
+                }
+            };
+            if let Err(e) = written {
+                return self.fail(&net::os_error(&e));
+            }
+            spare.clear();
+            if spare.capacity() > KEEP_WRITE_BUFFER {
+                spare = Vec::with_capacity(WRITE_BUFFER);
+            }
+        }
+    }
+
+    /// The reader task: reads replies and hands each to the publish it answers.
+    async fn read(self: Arc<Wire>, mut half: OwnedReadHalf) {
+        let mut buf = BytesMut::with_capacity(READ_BUFFER);
+        let mut done = Vec::new();
+        loop {
+            buf.reserve(READ_BUFFER / 2);
+            let read = tokio::select! {
+                biased;
+                () = self.over.cancelled() => return,
+                read = half.read_buf(&mut buf) => read,
+            };
+            match read {
+                Ok(0) => return self.fail("the server closed the connection"),
+                Err(e) => return self.fail(&net::os_error(&e)),
+                Ok(_) => {}
+            }
+            match self.deliver(&buf, &mut done) {
+                Ok(used) => buf.advance(used),
+                Err(why) => return self.fail(&why),
+            }
+            // Woken outside the lock, so a publish woken on another thread does not
+            // wait for it.
+            for waiter in done.drain(..) {
+                let _ = waiter.reply.send(Answers::Replied(waiter.refused));
+            }
+        }
+    }
+
+    /// Matches the complete replies at the start of `buf` with the commands waiting;
+    /// moves every send fully answered to `done`. Returns the bytes used.
+    fn deliver(&self, buf: &[u8], done: &mut Vec<Waiter>) -> Result<usize, String> {
+        let mut state = self.state.lock();
+        let mut at = 0;
+        while let Some(frame) = resp::frame(&buf[at..]).map_err(|e| e.to_string())? {
+            let Some(waiter) = state.waiting.front_mut() else {
+                return Err("the server sent a reply to no command".to_owned());
+            };
+            if let Head::Error(line) = frame.head {
+                waiter.refused.push((waiter.replied, refusal(line)));
+            }
+            waiter.replied += 1;
+            if waiter.replied == waiter.commands {
+                done.extend(state.waiting.pop_front());
+            }
+            at += frame.len;
+        }
+        Ok(at)
+    }
+}
+
+/// An error reply as a [`Failure::Server`]: its code, and the line as `redis-cli` shows it.
+fn refusal(line: &[u8]) -> Failure {
+    Failure::Server {
+        code: String::from_utf8_lossy(resp::error_code(line)).into_owned(),
+        text: String::from_utf8_lossy(line).into_owned(),
+    }
+}
