@@ -1,13 +1,15 @@
 //! A producer's connection, spoken directly in RESP: one buffer that publishes encode
-//! their commands into, a writer task that writes whatever has gathered there in one
-//! write, and a reader task that finds each reply and hands it to the publish it answers.
+//! their commands into, written to the socket at once by the publish itself when the
+//! socket takes it (no task switch), else by a writer task; and a reader task that finds
+//! each reply and hands it to the publish it answers.
 //!
 //! ```text
 //!  send (synchronous, under the lock) ──> out: Vec<u8>   +   waiting: [publish 1: 64 replies, publish 2: 1, ...]
-//!                                          │                        ▲
-//!  writer task: swaps `out` for its spare, one write_all            │ in order
-//!                                          ▼                        │
-//!                                        socket ──> reader task: resp::frame, reply by reply
+//!     │ nobody writing: try_write now          │                        ▲
+//!     │ (what the socket does not take:        │                        │ in order
+//!     └──> writer task, which owns the writing until `out` is empty)    │
+//!                                              ▼                        │
+//!                                            socket ──> reader task: resp::frame, reply by reply
 //! ```
 //!
 //! Redis answers the commands of one connection in the order it read them, so the n-th
@@ -24,7 +26,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
@@ -63,6 +65,9 @@ pub(super) struct Wire {
     wake: Notify,
     /// Cancelled when the connection is over: it failed, or the producer is gone.
     over: CancellationToken,
+    /// The socket's sending side. Written (`try_write`) only under the lock's `writing`
+    /// rule, so writes never interleave.
+    socket: OwnedWriteHalf,
     /// The redacted URL, for messages.
     url: Arc<str>,
 }
@@ -74,6 +79,10 @@ struct State {
     waiting: VecDeque<Waiter>,
     /// Why nothing more can be sent, once that is so.
     closed: Option<String>,
+    /// The writer task owns the writing (it holds bytes taken from `out`, or the socket
+    /// would not take more): a send only adds to `out`. When false, `out` is empty and
+    /// a send writes its bytes itself.
+    writing: bool,
 }
 
 /// One send still waiting for (some of) its replies.
@@ -95,12 +104,14 @@ impl Wire {
                 out: Vec::with_capacity(WRITE_BUFFER),
                 waiting: VecDeque::new(),
                 closed: None,
+                writing: false,
             }),
             wake: Notify::new(),
             over: CancellationToken::new(),
+            socket: write,
             url,
         });
-        tokio::spawn(wire.clone().write(write));
+        tokio::spawn(wire.clone().write());
         tokio::spawn(wire.clone().read(read));
         wire
     }
@@ -121,7 +132,6 @@ impl Wire {
         if let Some(reason) = &state.closed {
             return Err(reason.clone());
         }
-        let first = state.out.is_empty();
         encode(&mut state.out);
         state.waiting.push_back(Waiter {
             commands,
@@ -129,8 +139,34 @@ impl Wire {
             refused: Vec::new(),
             reply,
         });
+        if state.writing {
+            // The writer takes these with what it writes next.
+            return Ok(answers);
+        }
+        // Nobody writing: write now, from this task; the writer only takes what the
+        // socket does not.
+        let failed = match self.socket.try_write(&state.out) {
+            Ok(n) if n == state.out.len() => {
+                state.out.clear();
+                None
+            }
+            Ok(n) => {
+                state.out.drain(..n);
+                state.writing = true;
+                None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                state.writing = true;
+                None
+            }
+            Err(e) => Some(net::os_error(&e)),
+        };
+        let wake = state.writing;
         drop(state);
-        if first {
+        if let Some(why) = failed {
+            // The waiter just added hears it (Lost): its commands may be half-written.
+            self.fail(&why);
+        } else if wake {
             self.wake.notify_one();
         }
         Ok(answers)
@@ -161,26 +197,31 @@ impl Wire {
         }
     }
 
-    /// The writer task: writes what gathered in `out`, in one write, while the next
-    /// commands gather in the other buffer.
-    async fn write(self: Arc<Wire>, mut half: OwnedWriteHalf) {
+    /// The writer task: while it owns the writing, writes what gathered in `out` (in one
+    /// write when the socket takes it), while the next commands gather in the other
+    /// buffer; hands the writing back to the sends once `out` is empty.
+    async fn write(self: Arc<Wire>) {
         let mut spare = Vec::with_capacity(WRITE_BUFFER);
         loop {
-            let empty = {
+            let some = {
                 let mut state = self.state.lock();
-                std::mem::swap(&mut state.out, &mut spare);
-                spare.is_empty()
+                if state.writing && state.out.is_empty() {
+                    state.writing = false;
+                }
+                if state.writing {
+                    std::mem::swap(&mut state.out, &mut spare);
+                }
+                state.writing
             };
-            let written = if empty {
+            if !some {
                 tokio::select! {
                     () = self.over.cancelled() => return,
                     () = self.wake.notified() => continue,
                 }
-            } else {
-                tokio::select! {
-                    () = self.over.cancelled() => return,
-                    written = half.write_all(&spare) => written,
-                }
+            }
+            let written = tokio::select! {
+                () = self.over.cancelled() => return,
+                written = self.write_all(&spare) => written,
             };
             if let Err(e) = written {
                 return self.fail(&net::os_error(&e));
@@ -190,6 +231,19 @@ impl Wire {
                 spare = Vec::with_capacity(WRITE_BUFFER);
             }
         }
+    }
+
+    /// Writes all of `bytes`, waiting whenever the socket takes no more.
+    async fn write_all(&self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            self.socket.writable().await?;
+            match self.socket.try_write(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// The reader task: reads replies and hands each to the publish it answers.
