@@ -97,6 +97,7 @@ mod publisher;
 mod resp;
 mod subscriber;
 mod topics;
+mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -389,7 +390,7 @@ impl Backend for RedisBackend {
 
     fn producer(&self) -> BoxFuture<'_, Result<Producer, AdapterError>> {
         Box::pin(async move {
-            let stream = link::open_stream(
+            let (stream, _) = link::open_stream(
                 &self.target,
                 &self.prefix,
                 Role::Producer(self.next_number()),

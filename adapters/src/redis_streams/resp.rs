@@ -209,5 +209,66 @@ pub(super) fn error_code(line: &[u8]) -> &[u8] {
     line.split(|&b| b == b' ').next().unwrap_or(line)
 }
 
+/// Reads the elements of one complete reply in order (see [`frame`]): what a stream
+/// reply's walker needs, without building a tree.
+pub(super) struct Cursor<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+/// One element read by a [`Cursor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Item<'a> {
+    /// `*<n>` (its elements follow), `None` for a nil array.
+    Array(Option<usize>),
+    /// A bulk string's range in the buffer (`None`: nil), or a simple string's or an
+    /// integer's text.
+    Bytes(Option<std::ops::Range<usize>>),
+    /// An error reply's line.
+    Error(&'a [u8]),
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor at the start of `buf`.
+    pub(super) fn new(buf: &'a [u8]) -> Cursor<'a> {
+        Cursor { buf, at: 0 }
+    }
+
+    /// The next element.
+    ///
+    /// # Errors
+    ///
+    /// [`Malformed`] when the bytes end or are not RESP2.
+    pub(super) fn next(&mut self) -> Result<Item<'a>, Malformed> {
+        let cut = || Malformed("the reply ends early".to_owned());
+        let (kind, line, next) = line(self.buf, self.at)?.ok_or_else(cut)?;
+        self.at = next;
+        match kind {
+            b'*' => match int(line)? {
+                -1 => Ok(Item::Array(None)),
+                n => usize::try_from(n)
+                    .map(|n| Item::Array(Some(n)))
+                    .map_err(|_| Malformed(format!("array length {n}"))),
+            },
+            b'$' => match int(line)? {
+                -1 => Ok(Item::Bytes(None)),
+                n => {
+                    let n =
+                        usize::try_from(n).map_err(|_| Malformed(format!("bulk length {n}")))?;
+                    let end = next + n;
+                    if self.buf.len() < end + 2 {
+                        return Err(cut());
+                    }
+                    self.at = end + 2;
+                    Ok(Item::Bytes(Some(next..end)))
+                }
+            },
+            b'+' | b':' => Ok(Item::Bytes(Some(next - 2 - line.len()..next - 2))),
+            b'-' => Ok(Item::Error(line)),
+            other => Err(Malformed(format!("type byte {other}"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

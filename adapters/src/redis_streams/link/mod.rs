@@ -42,7 +42,7 @@ mod failure;
 mod target;
 
 pub(super) use self::control::Control;
-pub(super) use self::failure::{Failure, describe, request, request_pipe, server_text, text};
+pub(super) use self::failure::{Failure, describe, server_text, text};
 pub(super) use self::target::{Target, URL_FORM};
 
 /// Capacity of the redis crate's queue between a connection's handles and its driver task
@@ -72,8 +72,6 @@ pub(super) enum Role<'a> {
 pub(super) struct Link {
     /// The handle; clones share the connection.
     pub(super) con: MultiplexedConnection,
-    /// `CLIENT ID` (reading connections).
-    pub(super) client_id: Option<i64>,
     /// The `INFO server` text (control connection).
     pub(super) server_info: Option<String>,
     /// Cleared when the driver task ends: the connection is gone.
@@ -151,7 +149,7 @@ impl Link {
                 }
             };
         let checked = handshake.check(target, role, &replies);
-        let (client_id, server_info) = match checked {
+        let (_, server_info) = match checked {
             Ok(found) => found,
             Err(error) => {
                 driver.abort();
@@ -160,7 +158,6 @@ impl Link {
         };
         Ok(Link {
             con,
-            client_id,
             server_info,
             alive,
             driver,
@@ -262,8 +259,9 @@ impl Handshake {
 }
 
 /// Dials `target` and runs the handshake for `role` on the bare socket, without the redis
-/// crate's connection: for a producer, which speaks RESP on it directly (see
-/// `publisher`). Same handshake, same errors, same connect timeout as [`Link::open`].
+/// crate's connection: for a producer or a subscription's reader, which speak RESP on it
+/// directly (see `wire`). Same handshake, same errors, same connect timeout as
+/// [`Link::open`]. Returns the socket and, for a reader, its client id.
 ///
 /// # Errors
 ///
@@ -273,7 +271,7 @@ pub(super) async fn open_stream(
     prefix: &str,
     role: Role<'_>,
     options: &ConnectOptions,
-) -> Result<TcpStream, AdapterError> {
+) -> Result<(TcpStream, Option<i64>), AdapterError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let timeout = options.connect_timeout;
@@ -325,8 +323,8 @@ pub(super) async fn open_stream(
         }
         Err(_) => return Err(silent(url, &peer, timeout)),
     };
-    handshake.check(target, role, &replies)?;
-    Ok(stream)
+    let (client_id, _) = handshake.check(target, role, &replies)?;
+    Ok((stream, client_id))
 }
 
 /// Checks the answers to the handshake's `CLIENT SETNAME`, `AUTH` and `SELECT`.

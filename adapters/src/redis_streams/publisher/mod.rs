@@ -41,14 +41,12 @@ use futures::future::BoxFuture;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use self::wire::{Answers, Wire};
 use super::entries::{FIELD_KEY, FIELD_PAYLOAD};
 use super::link::Failure;
 use super::resp::{put_array, put_bulk, put_bulk_decimal};
 use super::topics::Topics;
+use super::wire::{Answers, Wire};
 use crate::publish::{PublishOutcome, PublishRequest, Publisher};
-
-mod wire;
 
 /// A producer: its connection, and what its publishes share.
 pub(super) struct RedisPublisher {

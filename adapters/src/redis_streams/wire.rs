@@ -1,4 +1,4 @@
-//! A producer's connection, spoken directly in RESP: one buffer that publishes encode
+//! A connection spoken directly in RESP (a producer's, a subscription's reading one): one buffer that publishes encode
 //! their commands into, written to the socket at once by the publish itself when the
 //! socket takes it (no task switch), else by a writer task; and a reader task that finds
 //! each reply and hands it to the publish it answers.
@@ -17,14 +17,19 @@
 //! joined `out`. A publish joins `out` and `waiting` together, under one lock, in the
 //! first poll of its future: the order of first polls is the order on the wire.
 //!
-//! Nothing here allocates per command: a publish is one reply channel (`oneshot`) for
-//! all its commands, the entry ids are not kept, and an error reply is the only one that
-//! becomes a value ([`Failure::Server`]).
+//! Two kinds of senders. A publish ([`Wire::send`]) wants only "confirmed, or this
+//! error": nothing is allocated per command, the entry ids are not kept, and an error
+//! reply is the only one that becomes a value ([`Failure::Server`]). A read
+//! ([`Wire::request`]) wants its replies whole: each is split off the read buffer as
+//! [`Bytes`] without a copy, so the payloads of the entries it brings are slices of it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use std::time::Duration;
+
+use ::redis::Value;
+use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -91,8 +96,47 @@ struct Waiter {
     commands: usize,
     /// Replies read so far.
     replied: usize,
-    refused: Vec<(usize, Failure)>,
-    reply: oneshot::Sender<Answers>,
+    want: Want,
+}
+
+/// What a waiter keeps of its replies, and where they go.
+enum Want {
+    /// The refusals (a publish).
+    Refusals {
+        refused: Vec<(usize, Failure)>,
+        reply: oneshot::Sender<Answers>,
+    },
+    /// Every reply, whole; `Err` says why the connection broke first.
+    Whole {
+        replies: Vec<Bytes>,
+        reply: oneshot::Sender<Result<Vec<Bytes>, String>>,
+    },
+}
+
+impl Waiter {
+    /// All replies are in: hands them over.
+    fn answer(self) {
+        match self.want {
+            Want::Refusals { refused, reply } => {
+                let _ = reply.send(Answers::Replied(refused));
+            }
+            Want::Whole { replies, reply } => {
+                let _ = reply.send(Ok(replies));
+            }
+        }
+    }
+
+    /// The connection broke first.
+    fn lose(self, why: &str) {
+        match self.want {
+            Want::Refusals { reply, .. } => {
+                let _ = reply.send(Answers::Lost);
+            }
+            Want::Whole { reply, .. } => {
+                let _ = reply.send(Err(why.to_owned()));
+            }
+        }
+    }
 }
 
 impl Wire {
@@ -128,6 +172,73 @@ impl Wire {
         encode: impl FnOnce(&mut Vec<u8>),
     ) -> Result<oneshot::Receiver<Answers>, String> {
         let (reply, answers) = oneshot::channel();
+        let want = Want::Refusals {
+            refused: Vec::new(),
+            reply,
+        };
+        self.enqueue(commands, want, encode)?;
+        Ok(answers)
+    }
+
+    /// Sends `commands` commands, which `encode` appends to the buffer, and returns where
+    /// their replies will come, whole (`Err`: why the connection broke before them).
+    /// Synchronous, like [`send`](Wire::send).
+    ///
+    /// # Errors
+    ///
+    /// Why the connection can no longer carry anything (nothing was sent).
+    pub(super) fn request(
+        &self,
+        commands: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<oneshot::Receiver<Result<Vec<Bytes>, String>>, String> {
+        let (reply, replies) = oneshot::channel();
+        let want = Want::Whole {
+            replies: Vec::with_capacity(commands),
+            reply,
+        };
+        self.enqueue(commands, want, encode)?;
+        Ok(replies)
+    }
+
+    /// Sends the commands of `pipe` and waits for their replies as the redis crate's
+    /// values, within `timeout` (for the rare requests whose replies the crate's parsing
+    /// suits: claims). Error replies stay among the values as `Value::ServerError`.
+    ///
+    /// # Errors
+    ///
+    /// [`Failure::Lost`] when the connection is or gets lost, [`Failure::Timeout`].
+    pub(super) async fn request_values(
+        &self,
+        pipe: &::redis::Pipeline,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, Failure> {
+        let replies = self
+            .request(pipe.len(), |out| {
+                out.extend_from_slice(&pipe.get_packed_pipeline());
+            })
+            .map_err(Failure::Lost)?;
+        let replies = match tokio::time::timeout(timeout, replies).await {
+            Ok(Ok(Ok(replies))) => replies,
+            Ok(Ok(Err(why))) => return Err(Failure::Lost(why)),
+            Ok(Err(_)) => return Err(Failure::Lost("the connection is closed".to_owned())),
+            Err(_) => return Err(Failure::Timeout(timeout)),
+        };
+        replies
+            .iter()
+            .map(|reply| {
+                ::redis::parse_redis_value(reply).map_err(|e| Failure::Lost(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Adds a waiter and its commands; writes them at once when nobody is writing.
+    fn enqueue(
+        &self,
+        commands: usize,
+        want: Want,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), String> {
         let mut state = self.state.lock();
         if let Some(reason) = &state.closed {
             return Err(reason.clone());
@@ -136,12 +247,11 @@ impl Wire {
         state.waiting.push_back(Waiter {
             commands,
             replied: 0,
-            refused: Vec::new(),
-            reply,
+            want,
         });
         if state.writing {
             // The writer takes these with what it writes next.
-            return Ok(answers);
+            return Ok(());
         }
         // Nobody writing: write now, from this task; the writer only takes what the
         // socket does not.
@@ -169,7 +279,7 @@ impl Wire {
         } else if wake {
             self.wake.notify_one();
         }
-        Ok(answers)
+        Ok(())
     }
 
     /// Ends both tasks, which closes the socket: the producer and its publishes are gone.
@@ -193,7 +303,7 @@ impl Wire {
         };
         self.over.cancel();
         for waiter in waiting {
-            let _ = waiter.reply.send(Answers::Lost);
+            waiter.lose(why);
         }
     }
 
@@ -262,42 +372,54 @@ impl Wire {
                 Err(e) => return self.fail(&net::os_error(&e)),
                 Ok(_) => {}
             }
-            match self.deliver(&buf, &mut done) {
-                Ok(used) => buf.advance(used),
-                Err(why) => return self.fail(&why),
+            if let Err(why) = self.deliver(&mut buf, &mut done) {
+                return self.fail(&why);
             }
             // Woken outside the lock, so a publish woken on another thread does not
             // wait for it.
             for waiter in done.drain(..) {
-                let _ = waiter.reply.send(Answers::Replied(waiter.refused));
+                waiter.answer();
             }
         }
     }
 
-    /// Matches the complete replies at the start of `buf` with the commands waiting;
-    /// moves every send fully answered to `done`. Returns the bytes used.
-    fn deliver(&self, buf: &[u8], done: &mut Vec<Waiter>) -> Result<usize, String> {
+    /// Takes the complete replies at the start of `buf` off it, each to the command it
+    /// answers; moves every waiter fully answered to `done`.
+    fn deliver(&self, buf: &mut BytesMut, done: &mut Vec<Waiter>) -> Result<(), String> {
         let mut state = self.state.lock();
-        let mut at = 0;
-        while let Some(frame) = resp::frame(&buf[at..]).map_err(|e| e.to_string())? {
+        loop {
+            let (len, refusal) = match resp::frame(buf).map_err(|e| e.to_string())? {
+                None => return Ok(()),
+                Some(frame) => (
+                    frame.len,
+                    match frame.head {
+                        Head::Error(line) => Some(refusal(line)),
+                        Head::Value => None,
+                    },
+                ),
+            };
             let Some(waiter) = state.waiting.front_mut() else {
                 return Err("the server sent a reply to no command".to_owned());
             };
-            if let Head::Error(line) = frame.head {
-                waiter.refused.push((waiter.replied, refusal(line)));
+            match &mut waiter.want {
+                Want::Refusals { refused, .. } => {
+                    if let Some(refusal) = refusal {
+                        refused.push((waiter.replied, refusal));
+                    }
+                    buf.advance(len);
+                }
+                Want::Whole { replies, .. } => replies.push(buf.split_to(len).freeze()),
             }
             waiter.replied += 1;
             if waiter.replied == waiter.commands {
                 done.extend(state.waiting.pop_front());
             }
-            at += frame.len;
         }
-        Ok(at)
     }
 }
 
 /// An error reply as a [`Failure::Server`]: its code, and the line as `redis-cli` shows it.
-fn refusal(line: &[u8]) -> Failure {
+pub(super) fn refusal(line: &[u8]) -> Failure {
     Failure::Server {
         code: String::from_utf8_lossy(resp::error_code(line)).into_owned(),
         text: String::from_utf8_lossy(line).into_owned(),
