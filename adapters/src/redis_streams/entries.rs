@@ -96,8 +96,9 @@ pub(super) fn parse_read(value: Value) -> Result<Vec<Entry>, String> {
     Ok(out)
 }
 
-/// [`parse_read`] straight from the reply's bytes (RESP2, as the reading connection
-/// speaks it): the payloads are slices of `reply`, not copies.
+/// The entries of an `XREADGROUP` reply (the shape `parse_read` describes), straight
+/// from the reply's bytes (RESP2, as the reading connection speaks it): the payloads are
+/// slices of `reply`, not copies.
 pub(super) fn parse_read_reply(reply: &Bytes) -> Result<Vec<Entry>, String> {
     use super::resp::{Cursor, Item};
 

@@ -1,5 +1,6 @@
 //! The Redis Streams adapter, through the `redis` crate's multiplexed async connection
-//! (producers: RESP written and read by the adapter itself, see `publisher`).
+//! for set-up, acks and stats; producers and subscriptions' reading connections speak RESP
+//! themselves (`wire`: no `Cmd`s, no `Value` trees on the hot paths).
 //!
 //! A topic is a stream key (the per-run name `bb.<run>.<name>` as is).
 //!

@@ -1,7 +1,7 @@
-//! A connection spoken directly in RESP (a producer's, a subscription's reading one): one buffer that publishes encode
-//! their commands into, written to the socket at once by the publish itself when the
-//! socket takes it (no task switch), else by a writer task; and a reader task that finds
-//! each reply and hands it to the publish it answers.
+//! A connection spoken directly in RESP (a producer's, a subscription's reading one): one
+//! buffer that senders encode their commands into, written to the socket at once by the
+//! sender itself when the socket takes it (no task switch), else by a writer task; and a
+//! reader task that finds each reply and hands it to the sender it answers.
 //!
 //! ```text
 //!  send (synchronous, under the lock) ──> out: Vec<u8>   +   waiting: [publish 1: 64 replies, publish 2: 1, ...]
@@ -25,7 +25,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use ::redis::Value;
@@ -63,12 +62,13 @@ pub(super) enum Answers {
     Lost,
 }
 
-/// The connection, shared by the producer's publishes and its two tasks.
+/// The connection, shared by its senders (a producer's publishes, a subscription's
+/// reader) and its two tasks.
 pub(super) struct Wire {
     state: Mutex<State>,
     /// Wakes the writer when `out` gets its first bytes.
     wake: Notify,
-    /// Cancelled when the connection is over: it failed, or the producer is gone.
+    /// Cancelled when the connection is over: it failed, or its owner ended it.
     over: CancellationToken,
     /// The socket's sending side. Written (`try_write`) only under the lock's `writing`
     /// rule, so writes never interleave.
@@ -282,13 +282,14 @@ impl Wire {
         Ok(())
     }
 
-    /// Ends both tasks, which closes the socket: the producer and its publishes are gone.
+    /// Ends both tasks, which closes the socket once the last handle is gone (the
+    /// producer and its publishes are gone, the subscription is leaving).
     pub(super) fn end(&self) {
         self.over.cancel();
     }
 
-    /// The connection failed: every publish waiting gets [`Answers::Lost`], later ones are
-    /// refused with the reason, and both tasks end.
+    /// The connection failed: every sender waiting hears it ([`Answers::Lost`], or the
+    /// reason), later sends are refused with the reason, and both tasks end.
     fn fail(&self, why: &str) {
         let waiting = {
             let mut state = self.state.lock();
@@ -356,7 +357,7 @@ impl Wire {
         Ok(())
     }
 
-    /// The reader task: reads replies and hands each to the publish it answers.
+    /// The reader task: reads replies and hands each to the sender it answers.
     async fn read(self: Arc<Wire>, mut half: OwnedReadHalf) {
         let mut buf = BytesMut::with_capacity(READ_BUFFER);
         let mut done = Vec::new();

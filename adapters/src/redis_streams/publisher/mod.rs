@@ -1,5 +1,5 @@
 //! Publishing: one `XADD` per message, pipelined on the producer's own connection, which
-//! this module speaks in RESP itself ([`wire`]).
+//! the adapter speaks in RESP itself (`super::wire`).
 //!
 //! ```text
 //! XADD <topic> [MAXLEN = <max_messages>] * payload <bytes> [key <key>]
