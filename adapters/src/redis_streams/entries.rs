@@ -71,6 +71,9 @@ pub(super) struct Entry {
 
 /// The entries of an `XREADGROUP` reply for one stream: nil when the read timed out, else
 /// `[[stream, [[id, [field, value, ...]], ...]]]` (a map `{stream: [...]}` in RESP3).
+/// The reader uses [`parse_read_reply`] on the bytes; this one, on the redis crate's
+/// values, is kept as the reference its tests compare with.
+#[cfg(test)]
 pub(super) fn parse_read(value: Value) -> Result<Vec<Entry>, String> {
     let streams = match value {
         Value::Nil => return Ok(Vec::new()),
@@ -89,6 +92,72 @@ pub(super) fn parse_read(value: Value) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     for entries in streams {
         out.extend(parse_entries(entries)?);
+    }
+    Ok(out)
+}
+
+/// The entries of an `XREADGROUP` reply (the shape `parse_read` describes), straight
+/// from the reply's bytes (RESP2, as the reading connection speaks it): the payloads are
+/// slices of `reply`, not copies.
+pub(super) fn parse_read_reply(reply: &Bytes) -> Result<Vec<Entry>, String> {
+    use super::resp::{Cursor, Item};
+
+    let mut cursor = Cursor::new(reply);
+    let mut next = || cursor.next().map_err(|e| e.to_string());
+    let streams = match next()? {
+        Item::Array(None) => return Ok(Vec::new()),
+        Item::Array(Some(n)) => n,
+        other => return Err(format!("expected an array of streams, got {other:?}")),
+    };
+    let mut out = Vec::new();
+    for _ in 0..streams {
+        if next()? != Item::Array(Some(2)) {
+            return Err("expected [stream, entries]".to_owned());
+        }
+        // The stream's name.
+        if !matches!(next()?, Item::Bytes(_)) {
+            return Err("expected a stream name".to_owned());
+        }
+        let entries = match next()? {
+            Item::Array(None) => continue,
+            Item::Array(Some(n)) => n,
+            other => return Err(format!("expected an array of entries, got {other:?}")),
+        };
+        out.reserve(entries);
+        for _ in 0..entries {
+            if next()? != Item::Array(Some(2)) {
+                return Err("expected [id, fields]".to_owned());
+            }
+            let id: Arc<str> = match next()? {
+                Item::Bytes(Some(range)) => String::from_utf8_lossy(&reply[range]).into(),
+                _ => return Err("an entry without an id".to_owned()),
+            };
+            let fields = match next()? {
+                // Deleted since it was added.
+                Item::Array(None) => continue,
+                Item::Array(Some(n)) => n,
+                other => return Err(format!("entry {id}: expected fields, got {other:?}")),
+            };
+            let mut payload = Bytes::new();
+            let mut key = None;
+            for _ in 0..fields / 2 {
+                let (name, value) = (next()?, next()?);
+                let (Item::Bytes(Some(name)), Item::Bytes(value)) = (name, value) else {
+                    return Err(format!("entry {id}: expected field names and values"));
+                };
+                let name = &reply[name];
+                if name == FIELD_PAYLOAD.as_bytes() {
+                    payload = value.map(|v| reply.slice(v)).unwrap_or_default();
+                } else if name == FIELD_KEY.as_bytes() {
+                    key = value.map(|v| String::from_utf8_lossy(&reply[v]).into_owned());
+                }
+            }
+            if fields % 2 == 1 {
+                // A field name without a value: not written by this adapter.
+                next()?;
+            }
+            out.push(Entry { id, payload, key });
+        }
     }
     Ok(out)
 }
@@ -290,6 +359,27 @@ mod tests {
         assert_eq!(entries[1].key, None);
         assert_eq!(entries[2].payload, "");
         assert!(parse_read(bulk("x")).is_err());
+    }
+
+    /// The byte walker reads what the value parser reads, from the same bytes.
+    #[test]
+    fn read_replies_parse_from_bytes_alike() {
+        let replies: [&[u8]; 4] = [
+            b"*-1\r\n",
+            b"*1\r\n*2\r\n$1\r\nt\r\n*3\r\n*2\r\n$3\r\n1-0\r\n*4\r\n$7\r\npayload\r\n$5\r\nhello\r\n$3\r\nkey\r\n$2\r\nk1\r\n*2\r\n$3\r\n1-1\r\n*-1\r\n*2\r\n$3\r\n1-2\r\n*2\r\n$5\r\nother\r\n$1\r\nx\r\n",
+            b"*1\r\n*2\r\n$1\r\nt\r\n*1\r\n*2\r\n$3\r\n5-0\r\n*2\r\n$7\r\npayload\r\n$4\r\n\x00\xff\r\n\r\n",
+            b"*1\r\n*2\r\n$1\r\nt\r\n*0\r\n",
+        ];
+        for reply in replies {
+            let theirs = parse_read(::redis::parse_redis_value(reply).unwrap()).unwrap();
+            let ours = parse_read_reply(&Bytes::from_static(reply)).unwrap();
+            assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(reply));
+        }
+        assert_eq!(
+            parse_read_reply(&Bytes::from_static(b"*1\r\n*2\r\n$1\r\nt\r\n*1\r\n")).map_err(|_| ()),
+            Err(())
+        );
+        assert!(parse_read_reply(&Bytes::from_static(b"$1\r\nx\r\n")).is_err());
     }
 
     #[test]

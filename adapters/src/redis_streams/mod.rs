@@ -1,11 +1,14 @@
-//! The Redis Streams adapter, through the `redis` crate's multiplexed async connection.
+//! The Redis Streams adapter, through the `redis` crate's multiplexed async connection
+//! for set-up, acks and stats; producers and subscriptions' reading connections speak RESP
+//! themselves (`wire`: no `Cmd`s, no `Value` trees on the hot paths).
 //!
 //! A topic is a stream key (the per-run name `bb.<run>.<name>` as is).
 //!
 //! **Publishing** is `XADD <topic> [MAXLEN = n] * payload <bytes> [key <key>]`; its reply,
-//! the entry id, is the confirmation. Publishes pipeline: they join the producer's queue,
-//! in order, when first polled, and go out in batches of up to 1024 commands, up to 32
-//! batches in flight, on the producer's own connection.
+//! the entry id, is the confirmation. Publishes pipeline on the producer's own
+//! connection, which the adapter speaks in RESP itself (no redis crate there): each
+//! publish encodes its command into the connection's buffer, in order, when first polled,
+//! and whatever has gathered goes out in one write.
 //! [`Producer::publish_batch`](crate::Producer::publish_batch) is one pipeline of its own
 //! (one write, one round trip), never split, with one reply and one timer. With
 //! [`TopicSpec::max_messages`](crate::TopicSpec::max_messages) the stream is trimmed
@@ -92,8 +95,10 @@
 mod entries;
 mod link;
 mod publisher;
+mod resp;
 mod subscriber;
 mod topics;
+mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -386,7 +391,7 @@ impl Backend for RedisBackend {
 
     fn producer(&self) -> BoxFuture<'_, Result<Producer, AdapterError>> {
         Box::pin(async move {
-            let link = Link::open(
+            let (stream, _) = link::open_stream(
                 &self.target,
                 &self.prefix,
                 Role::Producer(self.next_number()),
@@ -394,7 +399,7 @@ impl Backend for RedisBackend {
             )
             .await?;
             let publisher = RedisPublisher::start(
-                link,
+                stream,
                 self.topics.clone(),
                 self.options.publish_timeout,
                 self.target.shown.clone(),

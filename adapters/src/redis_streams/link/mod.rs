@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, RedisConnectionInfo, Value};
+use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -34,19 +35,20 @@ use crate::backend::ConnectOptions;
 use crate::error::{AdapterError, fmt_duration};
 use crate::net;
 
+use super::resp;
+
 mod control;
 mod failure;
 mod target;
 
 pub(super) use self::control::Control;
-pub(super) use self::failure::{Failure, describe, request, request_pipe, server_text, text};
+pub(super) use self::failure::{Failure, describe, server_text, text};
 pub(super) use self::target::{Target, URL_FORM};
 
 /// Capacity of the redis crate's queue between a connection's handles and its driver task
-/// (the crate's default is 50): commands (or pipelines) not yet taken by the driver. A
-/// producer keeps at most 32 pipelines there (see `publisher`); the control connection
-/// carries the acks, claims and set-up requests of every subscription of the backend at
-/// once, and they must not wait for room behind each other.
+/// (the crate's default is 50): commands (or pipelines) not yet taken by the driver. The
+/// control connection carries the acks, claims and set-up requests of every subscription
+/// of the backend at once, and they must not wait for room behind each other.
 const PIPELINE_QUEUE: usize = 1024;
 
 /// Bytes the driver gathers before it writes them to the socket (tokio_util's default is
@@ -70,8 +72,6 @@ pub(super) enum Role<'a> {
 pub(super) struct Link {
     /// The handle; clones share the connection.
     pub(super) con: MultiplexedConnection,
-    /// `CLIENT ID` (reading connections).
-    pub(super) client_id: Option<i64>,
     /// The `INFO server` text (control connection).
     pub(super) server_info: Option<String>,
     /// Cleared when the driver task ends: the connection is gone.
@@ -129,6 +129,67 @@ impl Link {
             .abort_handle()
         };
 
+        let handshake = Handshake::new(target, prefix, role);
+        let pipe = &handshake.pipe;
+        let replies =
+            match tokio::time::timeout_at(deadline, con.send_packed_commands(pipe, 0, pipe.len()))
+                .await
+            {
+                Ok(Ok(replies)) => replies,
+                Ok(Err(e)) => {
+                    driver.abort();
+                    return Err(AdapterError::connect(format!(
+                        "cannot connect to redis at {url} (connected to {peer}, then: {})",
+                        describe(&e)
+                    )));
+                }
+                Err(_) => {
+                    driver.abort();
+                    return Err(silent(url, &peer, timeout));
+                }
+            };
+        let checked = handshake.check(target, role, &replies);
+        let (_, server_info) = match checked {
+            Ok(found) => found,
+            Err(error) => {
+                driver.abort();
+                return Err(error);
+            }
+        };
+        Ok(Link {
+            con,
+            server_info,
+            alive,
+            driver,
+        })
+    }
+
+    /// Ends the driver task, which closes the socket, even if requests are in flight.
+    pub(super) fn close(&self) {
+        self.driver.abort();
+    }
+}
+
+/// The connect error for a server that did not answer the handshake in time.
+fn silent(url: &str, peer: &str, timeout: std::time::Duration) -> AdapterError {
+    AdapterError::connect(format!(
+        "cannot connect to redis at {url} (connected to {peer}, but it did not answer within {})",
+        fmt_duration(timeout)
+    ))
+}
+
+/// The handshake of one connection: its pipeline, and which answer is which.
+struct Handshake {
+    pipe: ::redis::Pipeline,
+    auth: Option<usize>,
+    select: Option<usize>,
+    setname: usize,
+    /// `INFO server` (control) or `CLIENT ID` (reader).
+    extra: Option<usize>,
+}
+
+impl Handshake {
+    fn new(target: &Target, prefix: &str, role: Role<'_>) -> Handshake {
         let mut pipe = ::redis::pipe();
         let auth = target.password.as_ref().map(|password| {
             pipe.cmd("AUTH");
@@ -160,61 +221,110 @@ impl Link {
             }
             Role::Producer(_) => None,
         };
+        Handshake {
+            pipe,
+            auth,
+            select,
+            setname,
+            extra,
+        }
+    }
 
-        let replies = match tokio::time::timeout_at(
-            deadline,
-            con.send_packed_commands(&pipe, 0, pipe.len()),
-        )
-        .await
-        {
-            Ok(Ok(replies)) => replies,
-            Ok(Err(e)) => {
-                driver.abort();
-                return Err(AdapterError::connect(format!(
-                    "cannot connect to redis at {url} (connected to {peer}, then: {})",
-                    describe(&e)
-                )));
-            }
-            Err(_) => {
-                driver.abort();
-                return Err(AdapterError::connect(format!(
-                    "cannot connect to redis at {url} (connected to {peer}, but it did not answer within {})",
-                    fmt_duration(timeout)
-                )));
-            }
-        };
+    /// Checks the answers; returns the client id (reader) and the server info (control).
+    fn check(
+        &self,
+        target: &Target,
+        role: Role<'_>,
+        replies: &[Value],
+    ) -> Result<(Option<i64>, Option<String>), AdapterError> {
+        let url = &target.shown;
         let reply = |index: usize| replies.get(index).unwrap_or(&Value::Nil);
-        let checked = check_handshake(target, reply(setname), auth.map(reply), select.map(reply))
-            .and_then(|()| match (role, extra) {
-                (Role::Control, Some(index)) => Ok((None, text(reply(index)))),
-                (Role::Reader(_), Some(index)) => match reply(index) {
-                    Value::Int(id) => Ok((Some(*id), None)),
-                    other => Err(AdapterError::protocol(format!(
-                        "redis at {url} answered CLIENT ID with {other:?}, not a number"
-                    ))),
-                },
-                _ => Ok((None, None)),
-            });
-        let (client_id, server_info) = match checked {
-            Ok(found) => found,
-            Err(error) => {
-                driver.abort();
-                return Err(error);
-            }
-        };
-        Ok(Link {
-            con,
-            client_id,
-            server_info,
-            alive,
-            driver,
-        })
+        check_handshake(
+            target,
+            reply(self.setname),
+            self.auth.map(reply),
+            self.select.map(reply),
+        )?;
+        match (role, self.extra) {
+            (Role::Control, Some(index)) => Ok((None, text(reply(index)))),
+            (Role::Reader(_), Some(index)) => match reply(index) {
+                Value::Int(id) => Ok((Some(*id), None)),
+                other => Err(AdapterError::protocol(format!(
+                    "redis at {url} answered CLIENT ID with {other:?}, not a number"
+                ))),
+            },
+            _ => Ok((None, None)),
+        }
     }
+}
 
-    /// Ends the driver task, which closes the socket, even if requests are in flight.
-    pub(super) fn close(&self) {
-        self.driver.abort();
-    }
+/// Dials `target` and runs the handshake for `role` on the bare socket, without the redis
+/// crate's connection: for a producer or a subscription's reader, which speak RESP on it
+/// directly (see `wire`). Same handshake, same errors, same connect timeout as
+/// [`Link::open`]. Returns the socket and, for a reader, its client id.
+///
+/// # Errors
+///
+/// As [`Link::open`].
+pub(super) async fn open_stream(
+    target: &Target,
+    prefix: &str,
+    role: Role<'_>,
+    options: &ConnectOptions,
+) -> Result<(TcpStream, Option<i64>), AdapterError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let timeout = options.connect_timeout;
+    let deadline = Instant::now() + timeout;
+    let url = &target.shown;
+    let mut stream = net::dial("redis", url, &target.host_port, timeout).await?;
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| target.host_port.clone(), |a| a.to_string());
+    let handshake = Handshake::new(target, prefix, role);
+    let exchange = async {
+        stream
+            .write_all(&handshake.pipe.get_packed_pipeline())
+            .await
+            .map_err(|e| net::os_error(&e))?;
+        let mut buf = Vec::with_capacity(1024);
+        let mut replies = Vec::with_capacity(handshake.pipe.len());
+        let mut at = 0;
+        while replies.len() < handshake.pipe.len() {
+            match resp::frame(&buf[at..]).map_err(|e| e.to_string())? {
+                Some(frame) => {
+                    let bytes = &buf[at..at + frame.len];
+                    replies.push(::redis::parse_redis_value(bytes).map_err(|e| describe(&e))?);
+                    at += frame.len;
+                }
+                None => {
+                    if stream
+                        .read_buf(&mut buf)
+                        .await
+                        .map_err(|e| net::os_error(&e))?
+                        == 0
+                    {
+                        return Err("the server closed the connection".to_owned());
+                    }
+                }
+            }
+        }
+        if at != buf.len() {
+            return Err("the server sent more than the handshake's answers".to_owned());
+        }
+        Ok(replies)
+    };
+    let replies = match tokio::time::timeout_at(deadline, exchange).await {
+        Ok(Ok(replies)) => replies,
+        Ok(Err(why)) => {
+            return Err(AdapterError::connect(format!(
+                "cannot connect to redis at {url} (connected to {peer}, then: {why})"
+            )));
+        }
+        Err(_) => return Err(silent(url, &peer, timeout)),
+    };
+    let (client_id, _) = handshake.check(target, role, &replies)?;
+    Ok((stream, client_id))
 }
 
 /// Checks the answers to the handshake's `CLIENT SETNAME`, `AUTH` and `SELECT`.

@@ -6,7 +6,6 @@ use ::redis::cmd;
 use super::reader::Reader;
 use crate::error::AdapterError;
 use crate::redis_streams::entries;
-use crate::redis_streams::link::{request, request_pipe};
 use crate::subscription::Batch;
 use tokio::time::Instant;
 
@@ -22,7 +21,6 @@ impl Reader {
     pub(super) async fn claim(&mut self) -> Result<bool, AdapterError> {
         self.next_claim = Instant::now() + self.claim_interval;
         let m = self.member.clone();
-        let mut con = self.link.con.clone();
         let mut cursor = String::from("0-0");
         for _ in 0..MAX_CLAIM_CALLS {
             let mut autoclaim = cmd("XAUTOCLAIM");
@@ -34,7 +32,8 @@ impl Reader {
                 .arg(&cursor)
                 .arg("COUNT")
                 .arg(CLAIM_COUNT);
-            let value = request(&mut con, &autoclaim, self.request_timeout)
+            let value = self
+                .request(autoclaim)
                 .await
                 .map_err(|failure| self.read_error(failure))?;
             let received_at = std::time::Instant::now();
@@ -52,7 +51,9 @@ impl Reader {
                         .arg(&*entry.id)
                         .arg(1);
                 }
-                let counts = request_pipe(&mut con, &pending, self.request_timeout)
+                let counts = self
+                    .wire
+                    .request_values(&pending, self.request_timeout)
                     .await
                     .map_err(|failure| m.error("XPENDING", failure))?;
                 let batch = claimed

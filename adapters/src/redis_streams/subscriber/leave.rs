@@ -15,7 +15,7 @@ const RELEASE_PAGE: usize = 1000;
 impl Reader {
     /// Removes this subscription's consumer from the broker; see the module documentation.
     pub(super) async fn leave(&mut self) -> Result<(), AdapterError> {
-        self.link.close();
+        self.wire.end();
         let m = self.member.clone();
         // Acks queued before the unsubscribe still count (and must not meet a group
         // that is already gone).

@@ -96,7 +96,8 @@ use self::handle::RedisControl;
 use self::reader::{FIRST_READ_COUNT, Reader};
 use super::RedisBackend;
 use super::entries;
-use super::link::{Control, Failure, Link, Role};
+use super::link::{self, Control, Failure, Role};
+use super::wire::Wire;
 use crate::error::AdapterError;
 use crate::subscription::{AckMode, StartPosition, Subscription, SubscriptionSpec};
 
@@ -168,14 +169,15 @@ pub(super) async fn subscribe(
         StartPosition::Beginning => "0".to_owned(),
         StartPosition::AfterSequence(sequence) => entries::id_of(sequence),
     };
-    let link = Link::open(
+    let (stream, client_id) = link::open_stream(
         &backend.target,
         &backend.prefix,
         Role::Reader(&consumer),
         &backend.options,
     )
     .await?;
-    let client_id = link.client_id.unwrap_or_default();
+    let client_id = client_id.unwrap_or_default();
+    let wire = Wire::start(stream, url.clone());
     backend.topics.touch(&key);
     let mut create = cmd("XGROUP");
     create
@@ -199,7 +201,7 @@ pub(super) async fn subscribe(
         // The shared group exists already: join it where it stands.
         Err(failure) if !fan_out && failure.is_code("BUSYGROUP") => {}
         Err(failure) => {
-            link.close();
+            wire.end();
             return Err(failure.into_error(
                 &format!("subscribe to {key}: creating consumer group '{group}' at {start}"),
                 &url,
@@ -247,7 +249,7 @@ pub(super) async fn subscribe(
         (ack_wait / CLAIM_ROUNDS_PER_ACK_WAIT).clamp(MIN_CLAIM_INTERVAL, MAX_CLAIM_INTERVAL);
     let reader = Reader {
         member,
-        link,
+        wire,
         client_id,
         manual,
         tx: Some(tx),

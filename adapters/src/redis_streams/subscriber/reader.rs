@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use ::redis::{Cmd, Value, cmd};
+use ::redis::{Value, cmd};
+use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
@@ -16,7 +17,9 @@ use super::acker::AckRequest;
 use super::handle::Stop;
 use crate::error::AdapterError;
 use crate::redis_streams::entries::{self, Entry};
-use crate::redis_streams::link::{Failure, Link, request};
+use crate::redis_streams::link::Failure;
+use crate::redis_streams::resp::{self, Head, put_array, put_bulk, put_bulk_decimal};
+use crate::redis_streams::wire::Wire;
 use crate::subscription::{AckToken, AckTokenRepr, Batch, Delivery};
 
 /// Longest a read blocks on the server before it returns empty (`BLOCK`). Only matters
@@ -39,6 +42,9 @@ const READ_BATCH_BYTES: usize = 1 << 20;
 /// server before the read did.
 const UNBLOCK_RETRY: Duration = Duration::from_millis(25);
 
+/// A read that timed out on the server: a nil array.
+const NIL: &[u8] = b"*-1\r\n";
+
 /// How the read loop ended.
 enum End {
     Unsubscribe(Stop),
@@ -48,11 +54,12 @@ enum End {
 }
 
 /// One `XREADGROUP` on the reading connection, and its answer.
-type Read = Pin<Box<dyn Future<Output = Result<Value, Failure>> + Send>>;
+/// Its answer is the whole reply, as read (see [`Wire::request`]).
+type Read = Pin<Box<dyn Future<Output = Result<Bytes, Failure>> + Send>>;
 
 /// What woke the read loop.
 enum Event {
-    Read(Result<Value, Failure>),
+    Read(Result<Bytes, Failure>),
     Stop(Option<Stop>),
     ClaimNow,
 }
@@ -60,7 +67,9 @@ enum Event {
 /// The task that reads one subscription.
 pub(super) struct Reader {
     pub(super) member: Arc<Member>,
-    pub(super) link: Link,
+    /// The reading connection, spoken directly (the reads' replies are most of what a
+    /// subscription receives).
+    pub(super) wire: Arc<Wire>,
     pub(super) client_id: i64,
     pub(super) manual: bool,
     /// Taken (so the stream ends) once the loop is over.
@@ -147,7 +156,7 @@ impl Reader {
             // the same connection, so in order). Not when a claim round is due first, and
             // not for a subscription already dropped: entries read for nobody would be
             // lost to the rest of a competing group.
-            if matches!(&result, Ok(value) if *value != Value::Nil)
+            if matches!(&result, Ok(reply) if &reply[..] != NIL)
                 && !self.claim_due()
                 && self.is_open()
             {
@@ -180,10 +189,27 @@ impl Reader {
             READ_BLOCK
         };
         let read_cmd = self.read_cmd(block);
-        let mut con = self.link.con.clone();
+        let wire = self.wire.clone();
         let limit = block + self.request_timeout;
         Box::pin(tokio::task::unconstrained(async move {
-            request(&mut con, &read_cmd, limit).await
+            let replies = wire
+                .request(1, |out| out.extend_from_slice(&read_cmd))
+                .map_err(Failure::Lost)?;
+            match tokio::time::timeout(limit, replies).await {
+                Ok(Ok(Ok(mut replies))) => {
+                    let reply = replies.pop().unwrap_or_default();
+                    match resp::frame(&reply) {
+                        Ok(Some(frame)) => match frame.head {
+                            Head::Error(line) => Err(crate::redis_streams::wire::refusal(line)),
+                            Head::Value => Ok(reply),
+                        },
+                        _ => Err(Failure::Lost("an unreadable reply".to_owned())),
+                    }
+                }
+                Ok(Ok(Err(why))) => Err(Failure::Lost(why)),
+                Ok(Err(_)) => Err(Failure::Lost("the connection is closed".to_owned())),
+                Err(_) => Err(Failure::Timeout(limit)),
+            }
         }))
     }
 
@@ -196,27 +222,52 @@ impl Reader {
         }
     }
 
-    /// `XREADGROUP GROUP <group> <consumer> COUNT <n> BLOCK <ms> [NOACK] STREAMS <key> >`.
-    fn read_cmd(&self, block: Duration) -> Cmd {
+    /// `XREADGROUP GROUP <group> <consumer> COUNT <n> BLOCK <ms> [NOACK] STREAMS <key> >`,
+    /// encoded.
+    fn read_cmd(&self, block: Duration) -> Vec<u8> {
         let m = &self.member;
-        let mut read = cmd("XREADGROUP");
-        read.arg("GROUP")
-            .arg(&*m.group)
-            .arg(&*m.consumer)
-            .arg("COUNT")
-            .arg(self.count)
-            .arg("BLOCK")
-            .arg(u64::try_from(block.as_millis()).unwrap_or(1).max(1));
+        let mut out = Vec::with_capacity(128 + m.group.len() + m.consumer.len() + m.key.len());
+        put_array(&mut out, if self.manual { 11 } else { 12 });
+        put_bulk(&mut out, b"XREADGROUP");
+        put_bulk(&mut out, b"GROUP");
+        put_bulk(&mut out, m.group.as_bytes());
+        put_bulk(&mut out, m.consumer.as_bytes());
+        put_bulk(&mut out, b"COUNT");
+        put_bulk_decimal(&mut out, self.count as u64);
+        put_bulk(&mut out, b"BLOCK");
+        put_bulk_decimal(
+            &mut out,
+            u64::try_from(block.as_millis()).unwrap_or(1).max(1),
+        );
         if !self.manual {
-            read.arg("NOACK");
+            put_bulk(&mut out, b"NOACK");
         }
-        read.arg("STREAMS").arg(&*m.key).arg(">");
-        read
+        put_bulk(&mut out, b"STREAMS");
+        put_bulk(&mut out, m.key.as_bytes());
+        put_bulk(&mut out, b">");
+        out
+    }
+
+    /// One command on the reading connection, its reply as the redis crate's value
+    /// (claims); an error reply is [`Failure::Server`].
+    pub(super) async fn request(&self, cmd: ::redis::Cmd) -> Result<Value, Failure> {
+        let mut pipe = ::redis::Pipeline::with_capacity(1);
+        pipe.add_command(cmd);
+        match self
+            .wire
+            .request_values(&pipe, self.request_timeout)
+            .await?
+            .pop()
+        {
+            Some(Value::ServerError(e)) => Err(Failure::from_server(&e)),
+            Some(value) => Ok(value),
+            None => Err(Failure::Lost("no reply".to_owned())),
+        }
     }
 
     /// Ends the blocked read now (`CLIENT UNBLOCK`, which the server answers as a timeout:
     /// an empty reply) and returns its result, within the request timeout.
-    async fn interrupt(&self, read: &mut Read) -> Result<Value, Failure> {
+    async fn interrupt(&self, read: &mut Read) -> Result<Bytes, Failure> {
         let deadline = Instant::now() + self.request_timeout;
         let mut unblock = cmd("CLIENT");
         unblock.arg("UNBLOCK").arg(self.client_id);
@@ -238,11 +289,12 @@ impl Reader {
     /// Delivers what a read brought. `Ok(false)`: the subscription is gone.
     async fn handle_read(
         &mut self,
-        result: Result<Value, Failure>,
+        result: Result<Bytes, Failure>,
         received_at: std::time::Instant,
     ) -> Result<bool, AdapterError> {
         let value = result.map_err(|failure| self.read_error(failure))?;
-        let entries = entries::parse_read(value).map_err(|e| self.garbled("XREADGROUP", &e))?;
+        let entries =
+            entries::parse_read_reply(&value).map_err(|e| self.garbled("XREADGROUP", &e))?;
         if entries.is_empty() {
             return Ok(self.is_open());
         }
