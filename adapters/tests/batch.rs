@@ -117,8 +117,8 @@ async fn kafka_batch_outcomes_are_per_message_and_in_order() {
     let Some(backend) = common::backend(BackendKind::Kafka, "batch_outcomes").await else {
         return;
     };
-    // Larger than librdkafka's message.max.bytes (1 MB by default): refused locally.
-    let too_large = |topic: &str| PublishRequest::new(topic, vec![b'x'; 2 << 20]);
+    // Larger than the producer's message.max.bytes (8 MiB): refused locally.
+    let too_large = |topic: &str| PublishRequest::new(topic, vec![b'x'; 9 << 20]);
     a_batch_has_one_outcome_per_message_in_order(&*backend, "batch_outcomes", 57, too_large).await;
 }
 
