@@ -73,6 +73,10 @@ struct Shared {
     /// Cancelled when the producer is dropped: the flusher stops and the waiters resolve
     /// as unknown.
     stop: CancellationToken,
+    /// Held while a batch is handed to the client. Tokio's mutex is fair (FIFO), so a
+    /// batch that has to wait for room in the client's queue half-way keeps the batches
+    /// polled after it behind its remaining messages.
+    order: tokio::sync::Mutex<()>,
 }
 
 /// The [`Publisher`] of a NATS core producer: one connection, one flusher task.
@@ -96,6 +100,7 @@ impl CorePublisher {
             }),
             wake: Notify::new(),
             stop: stop.clone(),
+            order: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(flush_loop(
             shared.clone(),
@@ -140,13 +145,15 @@ impl Shared {
         // `None`: queued, waiting for the round trip; `Some`: settled without it.
         let mut outcomes: Vec<Option<PublishOutcome>> = Vec::with_capacity(count);
         let queue_all = async {
+            let _turn = self.order.lock().await;
             for request in requests {
                 let outcome = self.queue(request).await;
                 outcomes.push(outcome);
             }
         };
-        // Nothing is awaited before the first command is queued, so publishes enter the
-        // connection in the order they are first polled. `unconstrained`: with Tokio's
+        // The batch takes its turn at its first poll and keeps it until every message is
+        // queued, so batches enter the connection in the order they are first polled, whole.
+        // `unconstrained`: with Tokio's
         // cooperative budget spent, the client's queue would answer "not now" at the first
         // poll without taking a place in line, and a publish polled later could overtake.
         let in_time = tokio::task::unconstrained(tokio::time::timeout_at(deadline, queue_all))
