@@ -3,9 +3,14 @@
 //! ```text
 //!  publish futures ──jobs (in first-poll order)──> sender task ──PUB──> async-nats client
 //!        ^                                             │ (stream set up on a topic's first use)
-//!        └───────── PubAck future ─────────────────────┘
-//!  each publish future then awaits its own PubAck
+//!        └───────── PubAck futures ────────────────────┘
+//!  each publish (or batch) future then awaits its PubAcks, in order, by one deadline
 //! ```
+//!
+//! A batch ([`publish_batch`](Publisher::publish_batch)) is one job: the sender task hands
+//! all its messages to the client before passing their ack futures back together, so a
+//! batch costs one queue entry, one oneshot and one deadline however many messages it
+//! holds.
 //!
 //! The sender task hands messages to the client one after another and does not wait for
 //! acks, so up to [`MAX_ACKS_IN_FLIGHT`] publishes are pipelined on one producer; it is
@@ -18,13 +23,16 @@
 //! even if the message was stored.
 
 use std::collections::HashSet;
+use std::future::IntoFuture as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, Context};
 use async_nats::{HeaderMap, Subject};
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -41,13 +49,15 @@ const MAX_ACKS_IN_FLIGHT: usize = 16 * 1024;
 /// Publishes queued for the sender task. When full, a publish waits (within its timeout).
 const JOB_QUEUE_CAPACITY: usize = 4096;
 
-/// A publish on its way to the sender task.
+/// A batch of publishes (one, for [`Publisher::publish`]) on its way to the sender task.
 struct Job {
-    request: PublishRequest,
-    reply: oneshot::Sender<Sent>,
+    requests: Vec<PublishRequest>,
+    /// One [`Sent`] per request, in order; fewer when the batch's future gave up waiting
+    /// (then the rest were not sent).
+    reply: oneshot::Sender<Vec<Sent>>,
 }
 
-/// What the sender task did with a job.
+/// What the sender task did with one message of a job.
 enum Sent {
     /// Handed to the client; the ack will come through this future. `disconnects` is the
     /// connection's count of lost connections at that moment.
@@ -61,6 +71,11 @@ enum Sent {
 
 /// The [`Publisher`] of a JetStream producer: one connection, one sender task.
 pub(super) struct JetStreamPublisher {
+    shared: Arc<Shared>,
+}
+
+/// What every publish future of a producer needs.
+struct Shared {
     jobs: mpsc::Sender<Job>,
     health: watch::Receiver<Health>,
     url: Arc<str>,
@@ -92,90 +107,143 @@ impl JetStreamPublisher {
             url.clone(),
         ));
         JetStreamPublisher {
-            jobs,
-            health: connection.health,
-            url,
-            timeout,
-            topology,
+            shared: Arc::new(Shared {
+                jobs,
+                health: connection.health,
+                url,
+                timeout,
+                topology,
+            }),
         }
     }
 }
 
 impl Publisher for JetStreamPublisher {
     fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
-        let jobs = self.jobs.clone();
-        let mut health = self.health.clone();
-        let url = self.url.clone();
-        let timeout = self.timeout;
-        let topology = self.topology.clone();
+        let shared = self.shared.clone();
         Box::pin(async move {
-            let deadline = Instant::now() + timeout;
-            let topic = request.topic.clone();
-            let (reply, sent) = oneshot::channel();
-            // `unconstrained`: with Tokio's cooperative budget spent, the queue would answer
-            // "not now" at the first poll without taking a place in line, and a publish
-            // polled later could overtake this one.
-            let queued = tokio::task::unconstrained(tokio::time::timeout_at(
-                deadline,
-                jobs.send(Job { request, reply }),
-            ))
-            .await;
-            match queued {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    return PublishOutcome::Failed(format!(
-                        "not sent: the producer's connection to jetstream at {url} is closed"
-                    ));
+            let mut outcomes = shared.publish_all(vec![request]).await;
+            outcomes.pop().unwrap_or(PublishOutcome::Unknown)
+        })
+    }
+
+    /// The batch goes to the sender task as one job, which hands every message to the
+    /// client before the acks are awaited, together, with one deadline for the batch.
+    fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> BoxFuture<'static, Vec<PublishOutcome>> {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.publish_all(requests).await })
+    }
+}
+
+impl Shared {
+    /// Publishes `requests` as one job and collects their outcomes, in order, by one
+    /// deadline: a message whose ack has not come by then, or whose connection was lost
+    /// before it came, is unknown.
+    async fn publish_all(&self, requests: Vec<PublishRequest>) -> Vec<PublishOutcome> {
+        let deadline = Instant::now() + self.timeout;
+        let count = requests.len();
+        let topics: Vec<Arc<str>> = requests.iter().map(|r| r.topic.clone()).collect();
+        let (reply, sent) = oneshot::channel();
+        // `unconstrained`: with Tokio's cooperative budget spent, the queue would answer
+        // "not now" at the first poll without taking a place in line, and a publish polled
+        // later could overtake this one.
+        let queued = tokio::task::unconstrained(tokio::time::timeout_at(
+            deadline,
+            self.jobs.send(Job { requests, reply }),
+        ))
+        .await;
+        let refused = match queued {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) => Some(format!(
+                "not sent: the producer's connection to jetstream at {} is closed",
+                self.url
+            )),
+            Err(_) => Some(format!(
+                "not sent: the producer's queue stayed full for {}",
+                fmt_duration(self.timeout)
+            )),
+        };
+        if let Some(reason) = refused {
+            return vec![PublishOutcome::Failed(reason); count];
+        }
+        let late = tokio::time::sleep_until(deadline);
+        tokio::pin!(late);
+        let sent = tokio::select! {
+            biased;
+            sent = sent => sent.unwrap_or_default(),
+            () = &mut late => Vec::new(),
+        };
+        // What the sender task did not report on (it stopped, or time ran out) may or may
+        // not have been sent.
+        let mut outcomes = vec![PublishOutcome::Unknown; count];
+        let mut acks = Vec::with_capacity(sent.len());
+        for (index, sent) in sent.into_iter().enumerate() {
+            match sent {
+                Sent::Queued { ack, disconnects } => {
+                    acks.push((index, disconnects, ack.into_future()));
                 }
-                Err(_) => {
-                    return PublishOutcome::Failed(format!(
-                        "not sent: the producer's queue stayed full for {}",
-                        fmt_duration(timeout)
-                    ));
-                }
+                Sent::Refused(outcome) => outcomes[index] = outcome,
             }
-            let confirmed = async {
-                let (ack, disconnects) = match sent.await {
-                    Ok(Sent::Queued { ack, disconnects }) => (ack, disconnects),
-                    Ok(Sent::Refused(outcome)) => return outcome,
-                    // The sender task stopped before handling it.
-                    Err(_) => return PublishOutcome::Unknown,
-                };
+        }
+        // The acks in order, under the batch's one deadline. Acks come back in the order
+        // the messages went out, so awaiting them in turn costs no extra wait.
+        let mut health = self.health.clone();
+        let mut timed_out = false;
+        for (index, disconnects, mut ack) in acks {
+            let result = if timed_out {
+                ack.now_or_never()
+            } else {
                 tokio::select! {
                     biased;
-                    result = ack => match result {
-                        Ok(ack) if ack.duplicate => PublishOutcome::Duplicate,
-                        Ok(_) => PublishOutcome::Ok,
-                        Err(error) => match error.kind() {
-                            PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
-                                PublishOutcome::Unknown
-                            }
-                            PublishErrorKind::StreamNotFound => {
-                                // Lost in a restart: the next publish creates it again.
-                                topology.stream_lost(&topic);
-                                PublishOutcome::Failed(format!(
-                                    "no stream at jetstream {url} stores this subject (the server answered: no responders)"
-                                ))
-                            }
-                            _ => PublishOutcome::Failed(format!(
-                                "jetstream at {url} refused it: {}",
-                                client::cause(&error)
-                            )),
-                        },
-                    },
-                    // The connection was lost: the ack to the old one will never come.
-                    _ = health.wait_for(|h| h.disconnects > disconnects) => PublishOutcome::Unknown,
+                    result = &mut ack => Some(result),
+                    // The connection was lost: the ack to the old one will never come
+                    // (unless it already did).
+                    _ = health.wait_for(|h| h.disconnects > disconnects) => ack.now_or_never(),
+                    () = &mut late => {
+                        timed_out = true;
+                        ack.now_or_never()
+                    }
                 }
             };
-            tokio::time::timeout_at(deadline, confirmed)
-                .await
-                .unwrap_or(PublishOutcome::Unknown)
-        })
+            if let Some(result) = result {
+                outcomes[index] = self.outcome(result, &topics[index]);
+            }
+        }
+        outcomes
+    }
+
+    /// The outcome of a message whose ack future ended with `result`.
+    fn outcome(&self, result: Result<PublishAck, PublishError>, topic: &str) -> PublishOutcome {
+        match result {
+            Ok(ack) if ack.duplicate => PublishOutcome::Duplicate,
+            Ok(_) => PublishOutcome::Ok,
+            Err(error) => match error.kind() {
+                PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => {
+                    PublishOutcome::Unknown
+                }
+                PublishErrorKind::StreamNotFound => {
+                    // Lost in a restart: the next publish creates it again.
+                    self.topology.stream_lost(topic);
+                    PublishOutcome::Failed(format!(
+                        "no stream at jetstream {} stores this subject (the server answered: no responders)",
+                        self.url
+                    ))
+                }
+                _ => PublishOutcome::Failed(format!(
+                    "jetstream at {} refused it: {}",
+                    self.url,
+                    client::cause(&error)
+                )),
+            },
+        }
     }
 }
 
 /// The sender task: sets up each topic's stream on first use, then hands messages to the
-/// client in order and passes each ack future back.
+/// client in order and passes each ack future back, a job's all at once.
 async fn send_loop(
     mut jobs: mpsc::Receiver<Job>,
     js: Context,
@@ -185,30 +253,34 @@ async fn send_loop(
 ) {
     let mut ready: HashSet<Arc<str>> = HashSet::new();
     let mut losses = topology.losses();
-    while let Some(Job { request, reply }) = jobs.recv().await {
-        if reply.is_closed() {
-            continue; // its publish timed out waiting in the queue: not sent
-        }
-        if topology.losses() != losses {
-            // A stream was lost (a restarted server): set each topic's up again.
-            losses = topology.losses();
-            ready.clear();
-        }
-        let topic = request.topic.clone();
-        if !ready.contains(&topic) {
-            match topology.stream(&topic, None).await {
-                Ok(_) => {
-                    ready.insert(topic.clone());
-                }
-                Err(error) => {
-                    let _ = reply.send(Sent::Refused(PublishOutcome::Failed(format!(
-                        "not sent: {error}"
-                    ))));
-                    continue;
+    while let Some(Job { requests, reply }) = jobs.recv().await {
+        let mut sent = Vec::with_capacity(requests.len());
+        for request in requests {
+            if reply.is_closed() {
+                break; // its publish timed out: the rest are not sent
+            }
+            if topology.losses() != losses {
+                // A stream was lost (a restarted server): set each topic's up again.
+                losses = topology.losses();
+                ready.clear();
+            }
+            let topic = request.topic.clone();
+            if !ready.contains(&topic) {
+                match topology.stream(&topic, None).await {
+                    Ok(_) => {
+                        ready.insert(topic.clone());
+                    }
+                    Err(error) => {
+                        sent.push(Sent::Refused(PublishOutcome::Failed(format!(
+                            "not sent: {error}"
+                        ))));
+                        continue;
+                    }
                 }
             }
+            sent.push(send(&js, request, &health, &url).await);
         }
-        let _ = reply.send(send(&js, request, &health, &url).await);
+        let _ = reply.send(sent);
     }
 }
 

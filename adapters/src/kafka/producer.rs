@@ -1,12 +1,14 @@
 //! The publishing side: one idempotent librdkafka producer per [`Producer`](crate::Producer).
 //!
 //! ```text
-//!  publish futures ──first poll: enqueue (librdkafka copies the message)──> librdkafka
-//!        ^                                                                       │
-//!        └──── oneshot per message <── delivery report (producer polling thread) ┘
+//!  publish (batch) futures ──first poll: enqueue each (librdkafka copies it)──> librdkafka
+//!        ^                                                                        │
+//!        └──── the batch's reports, one wake-up <── delivery reports (polling thread) ┘
 //! ```
 //!
-//! A publish is enqueued synchronously when its future is first polled, so messages keep
+//! A batch ([`publish_batch`](Publisher::publish_batch)) enqueues all its messages, then
+//! waits once, by one deadline, until the polling thread has filled in every report (a
+//! single publish is a batch of one). A publish is enqueued synchronously when its future is first polled, so messages keep
 //! the order of first polls (librdkafka's idempotent producer keeps a partition's order
 //! through retries). Two things cannot be done synchronously: creating a topic this
 //! backend has not seen yet, and waiting for room when librdkafka's local queue is full.
@@ -19,13 +21,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
-use tokio::sync::oneshot;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::FANOUT_TOPIC_PARTITIONS;
@@ -40,21 +42,80 @@ const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
 /// What the delivery report of one message says: delivered, or why not.
 type Report = Result<(), KafkaError>;
 
-/// Routes each delivery report to the publish waiting for it.
+/// Routes each delivery report to the batch waiting for it.
 struct DeliveryContext;
 
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<oneshot::Sender<Report>>;
+    type DeliveryOpaque = Box<Slot>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, reply: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, slot: Self::DeliveryOpaque) {
         let report = match result {
             Ok(_) => Ok(()),
             Err((error, _)) => Err(error.clone()),
         };
-        // The publish may have given up (timeout) already.
-        let _ = reply.send(report);
+        slot.reports.fill(slot.index, report);
+        // Dropping the slot counts the report as done.
+    }
+}
+
+/// Where one message's delivery report goes: its batch, and its place in the batch.
+///
+/// Dropping it counts its report as done, whether one was filled in or not (a message
+/// librdkafka refused comes back with its slot; one dropped without a report stays
+/// unknown), so a batch never waits longer than its last slot lives.
+struct Slot {
+    reports: Arc<Reports>,
+    index: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.reports.release();
+    }
+}
+
+/// The delivery reports of one batch (of one message, for [`Publisher::publish`]), filled
+/// in by librdkafka's polling thread; the batch's future is woken once, by the last.
+struct Reports {
+    /// One place per message of the batch. Taken (left empty) when the batch stops
+    /// waiting: a report arriving later is dropped.
+    reports: Mutex<Vec<Option<Report>>>,
+    /// Reports still expected, plus one while the batch is still enqueueing.
+    left: AtomicUsize,
+    /// Told when `left` reaches zero.
+    done: Notify,
+}
+
+impl Reports {
+    fn new(count: usize) -> Arc<Reports> {
+        Arc::new(Reports {
+            reports: Mutex::new(std::iter::repeat_with(|| None).take(count).collect()),
+            left: AtomicUsize::new(1),
+            done: Notify::new(),
+        })
+    }
+
+    /// Counts a report to come (when its [`Slot`] is made).
+    fn expect(&self) {
+        self.left.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts an expected report (or the enqueueing) as done; `true` for the last one.
+    fn release(&self) -> bool {
+        let last = self.left.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last {
+            self.done.notify_one();
+        }
+        last
+    }
+
+    /// Files the report of the message at `index` (dropped when the batch stopped waiting).
+    fn fill(&self, index: usize, report: Report) {
+        if let Some(place) = self.reports.lock().get_mut(index) {
+            *place = Some(report);
+        }
     }
 }
 
@@ -127,47 +188,107 @@ impl KafkaPublisher {
 
 impl Publisher for KafkaPublisher {
     fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
-        Box::pin(self.inner.clone().publish(request))
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let mut outcomes = inner.publish_all(vec![request]).await;
+            outcomes.pop().unwrap_or(PublishOutcome::Unknown)
+        })
+    }
+
+    /// Every message is enqueued in order, then the batch waits once, by one deadline,
+    /// for all the delivery reports.
+    fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> BoxFuture<'static, Vec<PublishOutcome>> {
+        Box::pin(self.inner.clone().publish_all(requests))
     }
 }
 
 impl Inner {
-    async fn publish(self: Arc<Self>, request: PublishRequest) -> PublishOutcome {
+    async fn publish_all(self: Arc<Self>, requests: Vec<PublishRequest>) -> Vec<PublishOutcome> {
         let deadline = Instant::now() + self.shared.options.publish_timeout;
-        let fast =
-            self.slow.load(Ordering::Acquire) == 0 && self.topics.read().contains(&*request.topic);
-        let enqueued = if fast {
-            match self.enqueue(&request) {
-                Err(Refusal::QueueFull) => self.enqueue_slowly(&request, deadline).await,
-                other => other.map_err(|refusal| refusal.outcome(&request)),
+        let reports = Reports::new(requests.len());
+        // `Some`: not sent, and why; `None`: enqueued, its report decides.
+        let mut refused: Vec<Option<PublishOutcome>> = vec![None; requests.len()];
+        // Once one message of the batch takes the slow path, the rest follow it (order).
+        let mut slow: Option<(SlowPath<'_>, tokio::sync::MutexGuard<'_, ()>)> = None;
+        for (index, request) in requests.iter().enumerate() {
+            if slow.is_none() {
+                let fast = self.slow.load(Ordering::Acquire) == 0
+                    && self.topics.read().contains(&*request.topic);
+                if fast {
+                    match self.enqueue(request, &reports, index) {
+                        Ok(()) => continue,
+                        Err(Refusal::QueueFull) => {}
+                        Err(other) => {
+                            refused[index] = Some(other.outcome(request));
+                            continue;
+                        }
+                    }
+                }
+                let path = SlowPath::enter(&self.slow);
+                let Ok(turn) = tokio::time::timeout_at(deadline, self.gate.lock()).await else {
+                    let reason = format!(
+                        "not sent: the publishes queued ahead of it (waiting for a topic to be created or for room in the local queue) took longer than {}",
+                        fmt_duration(self.shared.options.publish_timeout)
+                    );
+                    for place in &mut refused[index..] {
+                        *place = Some(PublishOutcome::Failed(reason.clone()));
+                    }
+                    break;
+                };
+                slow = Some((path, turn));
             }
-        } else {
-            self.enqueue_slowly(&request, deadline).await
-        };
-        let report = match enqueued {
-            Ok(report) => report,
-            Err(outcome) => return outcome,
-        };
-        match tokio::time::timeout_at(deadline, report).await {
-            Ok(Ok(Ok(()))) => PublishOutcome::Ok,
-            Ok(Ok(Err(error))) => delivery_outcome(&request.topic, &error),
-            // No report within the publish timeout, or the client went away: the broker
-            // may or may not have the message.
-            Ok(Err(_)) | Err(_) => PublishOutcome::Unknown,
+            if let Err(outcome) = self
+                .enqueue_slowly(request, &reports, index, deadline)
+                .await
+            {
+                refused[index] = Some(outcome);
+            }
         }
+        drop(slow);
+        if !reports.release() {
+            // No report within the publish timeout, or the client went away: the broker
+            // may or may not have the message (`None` below).
+            let _ = tokio::time::timeout_at(deadline, reports.done.notified()).await;
+        }
+        let delivered = std::mem::take(&mut *reports.reports.lock());
+        refused
+            .into_iter()
+            .zip(requests.iter())
+            .enumerate()
+            .map(|(index, (refused, request))| {
+                refused.unwrap_or_else(|| match delivered.get(index) {
+                    Some(Some(Ok(()))) => PublishOutcome::Ok,
+                    Some(Some(Err(error))) => delivery_outcome(&request.topic, error),
+                    _ => PublishOutcome::Unknown,
+                })
+            })
+            .collect()
     }
 
-    /// Hands the message to librdkafka, which copies it.
-    fn enqueue(&self, request: &PublishRequest) -> Result<oneshot::Receiver<Report>, Refusal> {
-        let (reply, report) = oneshot::channel();
-        let mut record =
-            BaseRecord::<[u8], [u8], _>::with_opaque_to(&request.topic, Box::new(reply))
-                .payload(&request.payload[..]);
+    /// Hands the message to librdkafka, which copies it; its report goes to `reports`
+    /// at `index`.
+    fn enqueue(
+        &self,
+        request: &PublishRequest,
+        reports: &Arc<Reports>,
+        index: usize,
+    ) -> Result<(), Refusal> {
+        reports.expect();
+        let slot = Box::new(Slot {
+            reports: reports.clone(),
+            index,
+        });
+        let mut record = BaseRecord::<[u8], [u8], _>::with_opaque_to(&request.topic, slot)
+            .payload(&request.payload[..]);
         if let Some(key) = &request.key {
             record = record.key(key.as_bytes());
         }
+        // On an error the record comes back with its slot, and dropping it releases it.
         match self.producer.send(record) {
-            Ok(()) => Ok(report),
+            Ok(()) => Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 Err(Refusal::QueueFull)
             }
@@ -175,21 +296,16 @@ impl Inner {
         }
     }
 
-    /// The slow path: creates the topic if needed, waits for room in the local queue;
-    /// in FIFO order with every other publish on it.
+    /// The slow path, for a caller holding the FIFO gate: creates the topic if needed,
+    /// waits for room in the local queue.
     async fn enqueue_slowly(
         &self,
         request: &PublishRequest,
+        reports: &Arc<Reports>,
+        index: usize,
         deadline: Instant,
-    ) -> Result<oneshot::Receiver<Report>, PublishOutcome> {
-        let _slow = SlowPath::enter(&self.slow);
+    ) -> Result<(), PublishOutcome> {
         let not_sent = |why: String| PublishOutcome::Failed(format!("not sent: {why}"));
-        let Ok(_turn) = tokio::time::timeout_at(deadline, self.gate.lock()).await else {
-            return Err(not_sent(format!(
-                "the publishes queued ahead of it (waiting for a topic to be created or for room in the local queue) took longer than {}",
-                fmt_duration(self.shared.options.publish_timeout)
-            )));
-        };
         if !self.topics.read().contains(&*request.topic) {
             let topic: &str = &request.topic;
             self.shared
@@ -199,8 +315,8 @@ impl Inner {
             self.topics.write().insert(request.topic.clone());
         }
         loop {
-            match self.enqueue(request) {
-                Ok(report) => return Ok(report),
+            match self.enqueue(request, reports, index) {
+                Ok(()) => return Ok(()),
                 Err(Refusal::QueueFull) if Instant::now() + QUEUE_FULL_BACKOFF < deadline => {
                     tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
                 }

@@ -8,20 +8,23 @@
 //!
 //! ```text
 //!  publish futures ──PUB──> async-nats client ──> socket      (no waiting for the server)
-//!        │ after the PUB is queued: a waiter (connection epoch, oneshot)
+//!        │ after the PUBs are queued: a waiter (connection epoch, deadline, oneshot)
 //!        v
 //!  waiters ──> flusher task: take all waiters, one round trip, resolve them all, repeat
 //! ```
 //!
 //! One round trip is in flight at a time and it covers every publish queued before it
 //! started, so at high rates one round trip confirms hundreds of messages and the producer
-//! never waits for the server between messages.
+//! never waits for the server between messages. A batch
+//! ([`publish_batch`](Publisher::publish_batch)) queues all its messages, then waits as
+//! *one* waiter, so a batch costs one deadline, one oneshot and one wake-up of the flusher
+//! however many messages it holds.
 //!
 //! A connection that is lost and re-established in between must not pass for a
 //! confirmation: a message written to the old socket may never have reached the server.
-//! Each waiter notes how many times the client had connected when its publish was queued;
-//! a round trip confirms only waiters from the connection it travelled on, the others
-//! resolve [`PublishOutcome::Unknown`] (including, conservatively, publishes queued during
+//! Each waiter notes how many times the client had connected when its publish (a batch:
+//! its first publish) was queued; a round trip confirms only waiters from the connection
+//! it travelled on, the others resolve [`PublishOutcome::Unknown`] (including, conservatively, publishes queued during
 //! the reconnect that went out on the new connection). Publishes queued after the reconnect
 //! are confirmed as usual.
 
@@ -70,6 +73,10 @@ struct Shared {
     /// Cancelled when the producer is dropped: the flusher stops and the waiters resolve
     /// as unknown.
     stop: CancellationToken,
+    /// Held while a batch is handed to the client. Tokio's mutex is fair (FIFO), so a
+    /// batch that has to wait for room in the client's queue half-way keeps the batches
+    /// polled after it behind its remaining messages.
+    order: tokio::sync::Mutex<()>,
 }
 
 /// The [`Publisher`] of a NATS core producer: one connection, one flusher task.
@@ -93,6 +100,7 @@ impl CorePublisher {
             }),
             wake: Notify::new(),
             stop: stop.clone(),
+            order: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(flush_loop(
             shared.clone(),
@@ -109,63 +117,106 @@ impl CorePublisher {
 impl Publisher for CorePublisher {
     fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
         let shared = self.shared.clone();
-        Box::pin(async move { shared.publish(request).await })
+        Box::pin(async move {
+            let mut outcomes = shared.publish_all(vec![request]).await;
+            outcomes.pop().unwrap_or(PublishOutcome::Unknown)
+        })
+    }
+
+    /// The whole batch is queued in order, then waits as one waiter: one round trip
+    /// confirms all of it, with one deadline and one connection epoch for the batch.
+    fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> BoxFuture<'static, Vec<PublishOutcome>> {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.publish_all(requests).await })
     }
 }
 
 impl Shared {
-    async fn publish(&self, request: PublishRequest) -> PublishOutcome {
+    /// Queues `requests` in order, then waits for the round trip that confirms them all.
+    /// One deadline, one epoch and one waiter serve the whole batch; a request that could
+    /// not be queued has its own `Failed` outcome, the others share the waiter's.
+    async fn publish_all(&self, requests: Vec<PublishRequest>) -> Vec<PublishOutcome> {
         let deadline = Instant::now() + self.timeout;
         let epoch = self.stats.connects.load(Ordering::Acquire);
-        let subject = Subject::from(&*request.topic);
-        // Nothing is awaited before the command is queued, so publishes enter the
-        // connection in the order they are first polled. `unconstrained`: with Tokio's
+        let count = requests.len();
+        // `None`: queued, waiting for the round trip; `Some`: settled without it.
+        let mut outcomes: Vec<Option<PublishOutcome>> = Vec::with_capacity(count);
+        let queue_all = async {
+            let _turn = self.order.lock().await;
+            for request in requests {
+                let outcome = self.queue(request).await;
+                outcomes.push(outcome);
+            }
+        };
+        // The batch takes its turn at its first poll and keeps it until every message is
+        // queued, so batches enter the connection in the order they are first polled, whole.
+        // `unconstrained`: with Tokio's
         // cooperative budget spent, the client's queue would answer "not now" at the first
         // poll without taking a place in line, and a publish polled later could overtake.
+        let in_time = tokio::task::unconstrained(tokio::time::timeout_at(deadline, queue_all))
+            .await
+            .is_ok();
+        if !in_time {
+            // The request being queued when time ran out, and those after it, never went.
+            let reason = format!(
+                "not sent: the connection to nats at {} took no message for {} (it is reconnecting, or the client's queue stayed full)",
+                self.url,
+                fmt_duration(self.timeout)
+            );
+            outcomes.resize(count, Some(PublishOutcome::Failed(reason)));
+        }
+        let confirmation = if outcomes.iter().any(Option::is_none) {
+            self.confirmation(epoch, deadline).await
+        } else {
+            PublishOutcome::Unknown // unused: every request is settled
+        };
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|| confirmation.clone()))
+            .collect()
+    }
+
+    /// Hands one message to the client: `None` once it is queued, or `Some(Failed)` when it
+    /// cannot be sent.
+    async fn queue(&self, request: PublishRequest) -> Option<PublishOutcome> {
+        let subject = Subject::from(&*request.topic);
         let queued = match request.key.as_deref() {
-            None => {
-                let send = self.client.publish(subject, request.payload);
-                tokio::task::unconstrained(tokio::time::timeout_at(deadline, send)).await
-            }
+            None => self.client.publish(subject, request.payload).await,
             Some(key) => {
                 let mut headers = HeaderMap::new();
                 if let Err(reason) = client::key_headers(&mut headers, key) {
-                    return PublishOutcome::Failed(format!("not sent: {reason}"));
+                    return Some(PublishOutcome::Failed(format!("not sent: {reason}")));
                 }
-                let send = self
-                    .client
-                    .publish_with_headers(subject, headers, request.payload);
-                tokio::task::unconstrained(tokio::time::timeout_at(deadline, send)).await
+                self.client
+                    .publish_with_headers(subject, headers, request.payload)
+                    .await
             }
         };
-        match queued {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                let reason = match error.kind() {
-                    PublishErrorKind::MaxPayloadExceeded => format!(
-                        "the message is larger than nats at {} accepts: {}",
-                        self.url,
-                        client::cause(&error)
-                    ),
-                    PublishErrorKind::InvalidSubject => {
-                        format!("'{}' is not a valid NATS subject", request.topic)
-                    }
-                    PublishErrorKind::Send => format!(
-                        "the connection to nats at {} is closed (the client gave up reconnecting)",
-                        self.url
-                    ),
-                };
-                return PublishOutcome::Failed(format!("not sent: {reason}"));
+        let error = queued.err()?;
+        let reason = match error.kind() {
+            PublishErrorKind::MaxPayloadExceeded => format!(
+                "the message is larger than nats at {} accepts: {}",
+                self.url,
+                client::cause(&error)
+            ),
+            PublishErrorKind::InvalidSubject => {
+                format!("'{}' is not a valid NATS subject", request.topic)
             }
-            Err(_) => {
-                return PublishOutcome::Failed(format!(
-                    "not sent: the connection to nats at {} took no message for {} (it is reconnecting, or the client's queue stayed full)",
-                    self.url,
-                    fmt_duration(self.timeout)
-                ));
-            }
-        }
-        // The flusher resolves every waiter by its deadline (no timer per publish).
+            PublishErrorKind::Send => format!(
+                "the connection to nats at {} is closed (the client gave up reconnecting)",
+                self.url
+            ),
+        };
+        Some(PublishOutcome::Failed(format!("not sent: {reason}")))
+    }
+
+    /// Waits, as one waiter, for the round trip that confirms what was queued on
+    /// connection `epoch`: `Ok`, or `Unknown` by `deadline` at the latest.
+    async fn confirmation(&self, epoch: u64, deadline: Instant) -> PublishOutcome {
+        // The flusher resolves every waiter by its deadline (no timer per batch).
         let (reply, confirmed) = oneshot::channel();
         {
             let mut waiters = self.waiters.lock();
