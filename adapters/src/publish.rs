@@ -186,18 +186,6 @@ pub(crate) trait Publisher: Send + Sync + 'static {
         let publishes: Vec<_> = requests.into_iter().map(|r| self.publish(r)).collect();
         Box::pin(futures::future::join_all(publishes))
     }
-
-    /// Publishes `parts` in order as one batch answered part by part; see
-    /// [`Producer::publish_parts`].
-    ///
-    /// The default makes each part a [`publish_batch`](Self::publish_batch). Adapters
-    /// that write a batch with one call override it so the parts still go out in one.
-    fn publish_parts(
-        &self,
-        parts: Vec<Vec<PublishRequest>>,
-    ) -> Vec<BoxFuture<'static, Vec<PublishOutcome>>> {
-        parts.into_iter().map(|p| self.publish_batch(p)).collect()
-    }
 }
 
 /// A cheap-to-clone handle that publishes messages through one broker connection
@@ -273,34 +261,6 @@ impl Producer {
         }
         let publishes: Vec<_> = requests.into_iter().map(|r| self.publish(r)).collect();
         Box::pin(futures::future::join_all(publishes))
-    }
-
-    /// Publishes the messages of `parts` in order, as one batch (one write or one
-    /// pipeline where the client allows it, as [`publish_batch`](Self::publish_batch)),
-    /// answered **part by part**: one future per part, resolving with that part's
-    /// outcomes in order as soon as its own last confirmation arrived, not the batch's.
-    ///
-    /// A producer that keeps a window of messages in flight sends what is due in parts
-    /// of a fraction of the window, so the window refills as the first answers come back
-    /// instead of after the last one, without paying for more writes.
-    ///
-    /// The whole batch takes its place in the connection's order when the **first**
-    /// part's future is first polled; poll the futures in order (a `FuturesUnordered`
-    /// they were pushed into in order does). Capabilities are checked as by
-    /// `publish_batch`.
-    pub fn publish_parts(
-        &self,
-        parts: Vec<Vec<PublishRequest>>,
-    ) -> Vec<BoxFuture<'static, Vec<PublishOutcome>>> {
-        let capable = parts.iter().flatten().all(|r| {
-            self.capabilities
-                .missing(r.required_capabilities())
-                .is_empty()
-        });
-        if capable {
-            return self.inner.publish_parts(parts);
-        }
-        parts.into_iter().map(|p| self.publish_batch(p)).collect()
     }
 
     /// The backend this producer publishes to.

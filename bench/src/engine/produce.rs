@@ -30,24 +30,6 @@ use crate::schedule::Schedule;
 /// by the last.
 const MAX_BATCH: usize = 256;
 
-/// How many parts of the in-flight window one wake-up's batch is split into at most.
-///
-/// A batch settles as a whole, when its last answer arrives; were a batch the whole
-/// window, the producer would stop and wait a round trip between batches (64 in flight
-/// would be "64, wait, 64"), which at high rates halves what one producer can push. In
-/// quarters, a quarter of the window is free again as soon as the first quarter's
-/// answers are in, while the others are still on their way, as with a plain tool that
-/// tops its window up answer by answer. The parts still go out as one batch
-/// ([`Producer::publish_parts`]): one write where the adapter allows it, since more and
-/// smaller writes would cost the broker (and, on fan-out, every subscriber) more
-/// system calls per message.
-const WINDOW_PARTS: usize = 4;
-
-/// Most messages of one part of a batch (see [`WINDOW_PARTS`]), at least one.
-fn settle_part(max_in_flight: usize) -> usize {
-    (max_in_flight / WINDOW_PARTS).clamp(1, MAX_BATCH)
-}
-
 /// Publishes `plan`'s schedule; every request is a copy of `template` (topic, delivery,
 /// cache) with its own payload and key.
 #[allow(clippy::too_many_arguments)]
@@ -126,29 +108,18 @@ pub(super) async fn produce(
         let count = dues.len();
         batcher.dues = dues;
         info.next_seq.store(seq + count as u64, Ordering::Release);
-        if count == 1 {
+        let pending = if count == 1 {
             let request = batcher.one(seq, due_ns, sent_ns);
-            let pending = Pending::One(bounded(producer.publish(request), shared.publish_deadline));
-            outbox.push(seq, due_ns, 1, sent, pending);
+            Pending::One(bounded(producer.publish(request), shared.publish_deadline))
         } else {
-            // In parts, so the window refills as the first answers come back rather than
-            // when the last of the batch does (see [`WINDOW_PARTS`]); still one batch.
-            let mut requests = batcher.many(seq, sent_ns);
-            let part = settle_part(max_in_flight);
-            let mut parts = Vec::with_capacity(count.div_ceil(part));
-            while requests.len() > part {
-                let rest = requests.split_off(part);
-                parts.push(std::mem::replace(&mut requests, rest));
-            }
-            parts.push(requests);
-            let mut first = 0;
-            for pending in producer.publish_parts(parts) {
-                let n = part.min(count - first);
-                let pending = Pending::Many(bounded_batch(pending, n, shared.publish_deadline));
-                outbox.push(seq + first as u64, batcher.dues[first], n, sent, pending);
-                first += n;
-            }
-        }
+            let requests = batcher.many(seq, sent_ns);
+            Pending::Many(bounded_batch(
+                producer.publish_batch(requests),
+                count,
+                shared.publish_deadline,
+            ))
+        };
+        outbox.push(seq, due_ns, count, sent, pending);
         seq += count as u64;
     }
     let result = outbox.finish(&shared, &clock, &mut recorder).await;

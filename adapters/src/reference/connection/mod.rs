@@ -38,7 +38,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
@@ -101,9 +100,11 @@ enum Request {
         request: PublishRequest,
         reply: oneshot::Sender<PublishOutcome>,
     },
-    /// Several publishes encoded into one write, in parts: each part is answered
-    /// together, as soon as its own last answer arrived.
-    PublishBatch { parts: Vec<BatchPart> },
+    /// Several publishes encoded into one write, answered together.
+    PublishBatch {
+        requests: Vec<PublishRequest>,
+        reply: oneshot::Sender<Vec<PublishOutcome>>,
+    },
     Subscribe {
         spec: SubscriptionSpec,
         route: mpsc::Sender<Batch>,
@@ -131,10 +132,8 @@ impl Request {
             Request::Publish { reply, .. } => {
                 let _ = reply.send(PublishOutcome::Failed(format!("not sent: {error}")));
             }
-            Request::PublishBatch { parts } => {
-                for BatchPart { requests, reply } in parts {
-                    let _ = reply.send(failed_batch(requests.len(), error));
-                }
+            Request::PublishBatch { requests, reply } => {
+                let _ = reply.send(failed_batch(requests.len(), error));
             }
             Request::Subscribe { reply, .. } | Request::Unsubscribe { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
@@ -146,12 +145,6 @@ impl Request {
             Request::Ack { .. } => {}
         }
     }
-}
-
-/// One part of a batch of publishes: its messages, in order, and where their outcomes go.
-struct BatchPart {
-    requests: Vec<PublishRequest>,
-    reply: oneshot::Sender<Vec<PublishOutcome>>,
 }
 
 /// What the reader does with the answer to a request that was written.
@@ -402,96 +395,38 @@ impl Connection {
         &self,
         requests: Vec<PublishRequest>,
     ) -> impl Future<Output = Vec<PublishOutcome>> + Send + 'static {
-        // One part: the batch's only future.
-        self.publish_parts(vec![requests])
-            .pop()
-            .unwrap_or_else(|| Box::pin(std::future::ready(Vec::new())))
-    }
-
-    /// Publishes `parts` in order as one batch, answered part by part; see
-    /// [`Producer::publish_parts`](crate::Producer::publish_parts). The parts travel to
-    /// the writer as one request and are written with one call, like
-    /// [`publish_batch`](Self::publish_batch); each part's future resolves as soon as
-    /// its own last answer arrived. The whole batch takes its place in the connection's
-    /// order when the **first** part's future is first polled; the others only wait for
-    /// their answers (dropping the first unpolled fails them all as not sent). The
-    /// publish timeout applies to each part from its first poll.
-    pub fn publish_parts(
-        &self,
-        parts: Vec<Vec<PublishRequest>>,
-    ) -> Vec<BoxFuture<'static, Vec<PublishOutcome>>> {
-        let mut futures: Vec<BoxFuture<'static, Vec<PublishOutcome>>> =
-            Vec::with_capacity(parts.len());
-        let mut batch = Vec::with_capacity(parts.len());
-        let mut sizes = Vec::with_capacity(parts.len());
-        let mut answers = Vec::with_capacity(parts.len());
-        for requests in parts {
-            let (reply, answer) = oneshot::channel();
-            sizes.push(requests.len());
-            answers.push(answer);
-            if !requests.is_empty() {
-                batch.push(BatchPart { requests, reply });
+        let sender = self.requests.clone();
+        let state = self.state.clone();
+        async move {
+            let n = requests.len();
+            if n == 0 {
+                return Vec::new();
             }
-        }
-        // The first part's future sends the whole batch and tells the others it did.
-        let (sent_tx, sent_rx) = oneshot::channel::<Result<(), AdapterError>>();
-        let sent_rx = sent_rx.shared();
-        let mut first = Some((
-            self.requests.clone(),
-            Request::PublishBatch { parts: batch },
-            sent_tx,
-        ));
-        for (n, answer) in sizes.into_iter().zip(answers) {
-            let state = self.state.clone();
-            let sending = first.take();
-            let sent = sent_rx.clone();
-            futures.push(Box::pin(async move {
-                let deadline = Instant::now() + state.options.publish_timeout;
-                let full = || {
-                    AdapterError::timeout(
+            let deadline = Instant::now() + state.options.publish_timeout;
+            let (reply, answer) = oneshot::channel();
+            // `unconstrained`, as in `publish`: the first poll takes the batch's place.
+            let request = Request::PublishBatch { requests, reply };
+            match tokio::time::timeout_at(
+                deadline,
+                tokio::task::unconstrained(sender.send(request)),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return failed_batch(n, &state.reason()),
+                Err(_) => {
+                    let why = AdapterError::timeout(
                         "the connection's request queue stayed full",
                         state.options.publish_timeout,
-                    )
-                };
-                let queued = match sending {
-                    // `unconstrained`, as in `publish`: the first poll takes the batch's place.
-                    Some((sender, request, sent_tx)) => {
-                        let queued = match tokio::time::timeout_at(
-                            deadline,
-                            tokio::task::unconstrained(sender.send(request)),
-                        )
-                        .await
-                        {
-                            Ok(Ok(())) => Ok(()),
-                            Ok(Err(_)) => Err(state.reason()),
-                            Err(_) => Err(full()),
-                        };
-                        let _ = sent_tx.send(queued.clone());
-                        queued
-                    }
-                    None => match tokio::time::timeout_at(deadline, sent).await {
-                        Ok(Ok(queued)) => queued,
-                        // The first part was dropped before it was polled: nothing of
-                        // the batch was queued.
-                        Ok(Err(_)) => Err(AdapterError::closed(
-                            "the batch was dropped before it was sent".to_owned(),
-                        )),
-                        Err(_) => Err(full()),
-                    },
-                };
-                if n == 0 {
-                    return Vec::new();
-                }
-                if let Err(why) = queued {
+                    );
                     return failed_batch(n, &why);
                 }
-                match tokio::time::timeout_at(deadline, answer).await {
-                    Ok(Ok(outcomes)) => outcomes,
-                    Ok(Err(_)) | Err(_) => vec![PublishOutcome::Unknown; n],
-                }
-            }));
+            }
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(outcomes)) => outcomes,
+                Ok(Err(_)) | Err(_) => vec![PublishOutcome::Unknown; n],
+            }
         }
-        futures
     }
 
     /// Subscribes this connection to `spec.topic` and returns once the broker confirmed.
@@ -642,12 +577,5 @@ impl Publisher for Connection {
         requests: Vec<PublishRequest>,
     ) -> BoxFuture<'static, Vec<PublishOutcome>> {
         Box::pin(Connection::publish_batch(self, requests))
-    }
-
-    fn publish_parts(
-        &self,
-        parts: Vec<Vec<PublishRequest>>,
-    ) -> Vec<BoxFuture<'static, Vec<PublishOutcome>>> {
-        Connection::publish_parts(self, parts)
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    BatchOutcomes, BatchPart, ConnState, MAX_IN_FLIGHT, Pending, REQUESTS_PER_WRITE, Request,
+    BatchOutcomes, ConnState, MAX_IN_FLIGHT, Pending, REQUESTS_PER_WRITE, Request,
     WRITE_BATCH_BYTES,
 };
 use crate::error::AdapterError;
@@ -81,23 +81,38 @@ impl Writer {
     }
 }
 
-/// Encodes one request into the write buffer, after queueing its pending entry (one per
-/// part of a batch).
+/// Encodes one request into the write buffer, after queueing its pending entry.
 async fn stage(
     pending: &mpsc::Sender<Pending>,
     io: &mut WriterIo,
     request: Request,
 ) -> Result<(), AdapterError> {
-    if let Request::PublishBatch { parts } = request {
-        for part in parts {
-            let permit = reserve(pending, io).await?;
-            if let Some(entry) = stage_part(&mut io.buf, part) {
-                permit.send(entry);
+    let permit = match pending.try_reserve() {
+        Ok(permit) => permit,
+        Err(TrySendError::Closed(())) => return Err(io.state.reason()),
+        Err(TrySendError::Full(())) => {
+            // The broker must see what is buffered before it can answer and free slots.
+            io.flush().await?;
+            let timeout = io.state.options.request_timeout;
+            tokio::select! {
+                biased;
+                () = io.state.closed.cancelled() => return Err(io.state.reason()),
+                reserved = tokio::time::timeout(timeout, pending.reserve()) => match reserved {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return Err(io.state.reason()),
+                    Err(_) => {
+                        return Err(AdapterError::timeout(
+                            &format!(
+                                "{MAX_IN_FLIGHT} requests in flight to the reference broker at {}",
+                                io.state.url
+                            ),
+                            timeout,
+                        ));
+                    }
+                },
             }
         }
-        return Ok(());
-    }
-    let permit = reserve(pending, io).await?;
+    };
     let buf = &mut io.buf;
     let entry = match request {
         Request::Publish { request, reply } => match codec::encode_send(buf, &request) {
@@ -107,7 +122,30 @@ async fn stage(
                 return Ok(());
             }
         },
-        Request::PublishBatch { .. } => unreachable!("staged part by part above"),
+        Request::PublishBatch { requests, reply } => {
+            let mut outcomes = Vec::with_capacity(requests.len());
+            let mut awaiting = 0;
+            for request in &requests {
+                match codec::encode_send(buf, request) {
+                    Ok(()) => {
+                        outcomes.push(None);
+                        awaiting += 1;
+                    }
+                    Err(e) => outcomes.push(Some(PublishOutcome::Failed(e.to_string()))),
+                }
+            }
+            let batch = BatchOutcomes {
+                outcomes,
+                next: 0,
+                awaiting,
+                reply: Some(reply),
+            };
+            if awaiting == 0 {
+                // Nothing was sent; dropping the entry hands the failures over.
+                return Ok(());
+            }
+            Pending::PublishBatch(batch)
+        }
         Request::Subscribe { spec, route, reply } => {
             codec::encode_subscribe(buf, &spec.topic, spec.start, spec.ack);
             Pending::Subscribe {
@@ -136,62 +174,6 @@ async fn stage(
     };
     permit.send(entry);
     Ok(())
-}
-
-/// A slot in the reader's queue of pending entries, waiting (after writing what is
-/// buffered, so the broker can answer) while the queue is full.
-async fn reserve<'a>(
-    pending: &'a mpsc::Sender<Pending>,
-    io: &mut WriterIo,
-) -> Result<mpsc::Permit<'a, Pending>, AdapterError> {
-    match pending.try_reserve() {
-        Ok(permit) => Ok(permit),
-        Err(TrySendError::Closed(())) => Err(io.state.reason()),
-        Err(TrySendError::Full(())) => {
-            // The broker must see what is buffered before it can answer and free slots.
-            io.flush().await?;
-            let timeout = io.state.options.request_timeout;
-            tokio::select! {
-                biased;
-                () = io.state.closed.cancelled() => Err(io.state.reason()),
-                reserved = tokio::time::timeout(timeout, pending.reserve()) => match reserved {
-                    Ok(Ok(permit)) => Ok(permit),
-                    Ok(Err(_)) => Err(io.state.reason()),
-                    Err(_) => Err(AdapterError::timeout(
-                        &format!(
-                            "{MAX_IN_FLIGHT} requests in flight to the reference broker at {}",
-                            io.state.url
-                        ),
-                        timeout,
-                    )),
-                },
-            }
-        }
-    }
-}
-
-/// Encodes one part of a batch; its pending entry, unless none of it could be sent
-/// (then dropping the part hands the failures over at once).
-fn stage_part(buf: &mut Vec<u8>, part: BatchPart) -> Option<Pending> {
-    let BatchPart { requests, reply } = part;
-    let mut outcomes = Vec::with_capacity(requests.len());
-    let mut awaiting = 0;
-    for request in &requests {
-        match codec::encode_send(buf, request) {
-            Ok(()) => {
-                outcomes.push(None);
-                awaiting += 1;
-            }
-            Err(e) => outcomes.push(Some(PublishOutcome::Failed(e.to_string()))),
-        }
-    }
-    let batch = BatchOutcomes {
-        outcomes,
-        next: 0,
-        awaiting,
-        reply: Some(reply),
-    };
-    (awaiting > 0).then_some(Pending::PublishBatch(batch))
 }
 
 impl WriterIo {
