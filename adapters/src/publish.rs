@@ -169,6 +169,14 @@ impl fmt::Display for PublishOutcome {
     }
 }
 
+/// A single publish made as a batch of one, for adapters whose batch path is their only
+/// one: the batch's one outcome (unknown, should the batch come back empty).
+pub(crate) fn one_of(
+    batch: BoxFuture<'static, Vec<PublishOutcome>>,
+) -> BoxFuture<'static, PublishOutcome> {
+    Box::pin(async move { batch.await.pop().unwrap_or(PublishOutcome::Unknown) })
+}
+
 /// The adapter side of a [`Producer`].
 pub(crate) trait Publisher: Send + Sync + 'static {
     /// Publishes one message; see [`Producer::publish`].

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use super::client::{self, Connection, Health};
 use super::topology::Topology;
 use crate::error::fmt_duration;
-use crate::publish::{PublishOutcome, PublishRequest, Publisher};
+use crate::publish::{self, PublishOutcome, PublishRequest, Publisher};
 
 /// Publishes handed to the client whose `PubAck` has not arrived yet, per producer. Beyond
 /// it the sender task waits for acks (backpressure). The library's default is 5,000.
@@ -120,11 +120,7 @@ impl JetStreamPublisher {
 
 impl Publisher for JetStreamPublisher {
     fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            let mut outcomes = shared.publish_all(vec![request]).await;
-            outcomes.pop().unwrap_or(PublishOutcome::Unknown)
-        })
+        publish::one_of(self.publish_batch(vec![request]))
     }
 
     /// The batch goes to the sender task as one job, which hands every message to the

@@ -34,7 +34,7 @@ use super::FANOUT_TOPIC_PARTITIONS;
 use super::admin::{OffThread, Shared};
 use super::config;
 use crate::error::{AdapterError, fmt_duration};
-use crate::publish::{PublishOutcome, PublishRequest, Publisher};
+use crate::publish::{self, PublishOutcome, PublishRequest, Publisher};
 
 /// How long a publish on the slow path sleeps before trying a full local queue again.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
@@ -188,11 +188,7 @@ impl KafkaPublisher {
 
 impl Publisher for KafkaPublisher {
     fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let mut outcomes = inner.publish_all(vec![request]).await;
-            outcomes.pop().unwrap_or(PublishOutcome::Unknown)
-        })
+        publish::one_of(self.publish_batch(vec![request]))
     }
 
     /// Every message is enqueued in order, then the batch waits once, by one deadline,

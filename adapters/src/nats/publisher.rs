@@ -42,7 +42,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::client::{self, Connection, Health, Pinger};
 use crate::error::fmt_duration;
-use crate::publish::{PublishOutcome, PublishRequest, Publisher};
+use crate::publish::{self, PublishOutcome, PublishRequest, Publisher};
 
 /// A publish waiting for the round trip that confirms it.
 struct Waiter {
@@ -116,11 +116,7 @@ impl CorePublisher {
 
 impl Publisher for CorePublisher {
     fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            let mut outcomes = shared.publish_all(vec![request]).await;
-            outcomes.pop().unwrap_or(PublishOutcome::Unknown)
-        })
+        publish::one_of(self.publish_batch(vec![request]))
     }
 
     /// The whole batch is queued in order, then waits as one waiter: one round trip

@@ -46,7 +46,7 @@ use super::link::Failure;
 use super::resp::{put_array, put_bulk, put_bulk_decimal};
 use super::topics::Topics;
 use super::wire::{Answers, Wire};
-use crate::publish::{PublishOutcome, PublishRequest, Publisher};
+use crate::publish::{self, PublishOutcome, PublishRequest, Publisher};
 
 /// A producer: its connection, and what its publishes share.
 pub(super) struct RedisPublisher {
@@ -139,12 +139,7 @@ impl RedisPublisher {
 
 impl Publisher for RedisPublisher {
     fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            let requests = [request];
-            let mut outcomes = shared.publish(&requests).await;
-            outcomes.pop().unwrap_or(PublishOutcome::Unknown)
-        })
+        publish::one_of(self.publish_batch(vec![request]))
     }
 
     /// One pipeline for the whole batch: the commands join the connection's buffer
