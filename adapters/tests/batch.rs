@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use brokerbench_adapters::{
-    Backend, BackendKind, Producer, PublishOutcome, PublishRequest, SubscriptionSpec,
+    BackendKind, Producer, PublishOutcome, PublishRequest, SubscriptionSpec,
 };
 
 /// How long a test waits for something that should happen promptly.
@@ -19,32 +19,32 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// batch.
 const BATCH: usize = 200;
 
-/// Publishes one batch of [`BATCH`] messages `m0`, `m1`, ... to a fresh topic, message
-/// `bad` replaced by `refused` (a request the backend cannot send), and checks that every
-/// other message is confirmed `Ok`, the refused one fails alone, and the subscriber gets
-/// the others once each, in order.
+/// The message of a batch that the backend is made to refuse.
+const BAD: usize = 57;
+
+/// Publishes one batch of [`BATCH`] messages `m0`, `m1`, ... to a fresh topic on `kind`'s
+/// broker, message [`BAD`] replaced by `refused` (a request the backend cannot send), and
+/// checks that every other message is confirmed `Ok`, the refused one fails alone, and
+/// the subscriber gets the others once each, in order. Skips when the broker is down.
 async fn a_batch_has_one_outcome_per_message_in_order(
-    backend: &dyn Backend,
-    test: &str,
-    bad: usize,
+    kind: BackendKind,
     refused: impl FnOnce(&str) -> PublishRequest,
 ) {
+    let test = "batch_outcomes";
+    let Some(backend) = common::backend(kind, test).await else {
+        return;
+    };
     let topic = backend.topic_name(&common::run_id(test), "batch");
     let (mut sub, producer) =
-        common::subscriber_and_producer(backend, SubscriptionSpec::new(topic.as_str())).await;
-    let mut refused = Some(refused);
-    let requests: Vec<_> = (0..BATCH)
-        .map(|i| match (i == bad).then(|| refused.take()).flatten() {
-            Some(refused) => refused(&topic),
-            None => PublishRequest::new(topic.as_str(), format!("m{i}")),
-        })
-        .collect();
+        common::subscriber_and_producer(&*backend, SubscriptionSpec::new(topic.as_str())).await;
+    let mut requests = batch(&topic, BATCH, "m");
+    requests[BAD] = refused(&topic);
     let outcomes = tokio::time::timeout(PATIENCE, producer.publish_batch(requests))
         .await
         .expect("the batch resolves within the publish timeout");
     assert_eq!(outcomes.len(), BATCH);
     for (i, outcome) in outcomes.iter().enumerate() {
-        if i == bad {
+        if i == BAD {
             assert!(
                 matches!(outcome, PublishOutcome::Failed(reason) if reason.starts_with("not sent")),
                 "message {i}: {outcome:?}"
@@ -53,17 +53,14 @@ async fn a_batch_has_one_outcome_per_message_in_order(
             assert_eq!(*outcome, PublishOutcome::Ok, "message {i}");
         }
     }
-    for i in (0..BATCH).filter(|&i| i != bad) {
+    for i in (0..BATCH).filter(|&i| i != BAD) {
         let delivery = common::next_within(&mut sub, PATIENCE).await;
         assert_eq!(common::text(&delivery), format!("m{i}"));
     }
     assert!(common::quiet_for(&mut sub, Duration::from_millis(300)).await);
     // A second batch on the same producer, and a single publish after it, still confirm.
-    let again = (0..3)
-        .map(|i| PublishRequest::new(topic.as_str(), format!("again{i}")))
-        .collect();
     assert_eq!(
-        producer.publish_batch(again).await,
+        producer.publish_batch(batch(&topic, 3, "again")).await,
         vec![PublishOutcome::Ok; 3]
     );
     assert_eq!(
@@ -84,42 +81,21 @@ fn with_unsendable_key(topic: &str) -> PublishRequest {
 #[cfg(feature = "nats")]
 #[tokio::test]
 async fn nats_batch_outcomes_are_per_message_and_in_order() {
-    let Some(backend) = common::backend(BackendKind::Nats, "batch_outcomes").await else {
-        return;
-    };
-    a_batch_has_one_outcome_per_message_in_order(
-        &*backend,
-        "batch_outcomes",
-        57,
-        with_unsendable_key,
-    )
-    .await;
+    a_batch_has_one_outcome_per_message_in_order(BackendKind::Nats, with_unsendable_key).await;
 }
 
 #[cfg(feature = "jetstream")]
 #[tokio::test]
 async fn jetstream_batch_outcomes_are_per_message_and_in_order() {
-    let Some(backend) = common::backend(BackendKind::Jetstream, "batch_outcomes").await else {
-        return;
-    };
-    a_batch_has_one_outcome_per_message_in_order(
-        &*backend,
-        "batch_outcomes",
-        57,
-        with_unsendable_key,
-    )
-    .await;
+    a_batch_has_one_outcome_per_message_in_order(BackendKind::Jetstream, with_unsendable_key).await;
 }
 
 #[cfg(feature = "kafka")]
 #[tokio::test]
 async fn kafka_batch_outcomes_are_per_message_and_in_order() {
-    let Some(backend) = common::backend(BackendKind::Kafka, "batch_outcomes").await else {
-        return;
-    };
     // Larger than the producer's message.max.bytes (8 MiB): refused locally.
     let too_large = |topic: &str| PublishRequest::new(topic, vec![b'x'; 9 << 20]);
-    a_batch_has_one_outcome_per_message_in_order(&*backend, "batch_outcomes", 57, too_large).await;
+    a_batch_has_one_outcome_per_message_in_order(BackendKind::Kafka, too_large).await;
 }
 
 /// A batch of `n` messages to `topic`.
