@@ -29,7 +29,6 @@ mod reader;
 mod subscription;
 mod writer;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +39,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -322,7 +322,7 @@ impl Connection {
             taken: Vec::with_capacity(PENDING_PER_TAKE),
             read_at: std::time::Instant::now(),
             batch: None,
-            routes: HashMap::new(),
+            routes: FxHashMap::default(),
             state: state.clone(),
         };
         tokio::spawn(writer.run());

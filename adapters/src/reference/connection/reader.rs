@@ -2,12 +2,12 @@
 //! and resolves each answer with the oldest pending request.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
+use rustc_hash::FxHashMap;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
@@ -58,7 +58,8 @@ pub(super) struct Reader {
     pub(super) read_at: std::time::Instant,
     /// The batch whose answers are arriving, once its first one did.
     pub(super) batch: Option<BatchOutcomes>,
-    pub(super) routes: HashMap<Arc<str>, Route>,
+    /// Looked up once per push: Fx-hashed, not SipHash (topics come from our own broker).
+    pub(super) routes: FxHashMap<Arc<str>, Route>,
     pub(super) state: Arc<ConnState>,
 }
 
@@ -189,16 +190,7 @@ impl Reader {
         })?;
         match decoded {
             ServerLine::Push(push) => {
-                // Most connections carry one subscription: no hashing of the topic then.
-                let route = if self.routes.len() == 1 {
-                    self.routes
-                        .values_mut()
-                        .next()
-                        .filter(|route| *route.topic == *push.topic)
-                } else {
-                    self.routes.get_mut(&*push.topic)
-                };
-                let Some(route) = route else {
+                let Some(route) = self.routes.get_mut(&*push.topic) else {
                     // A push for a topic nobody here reads any more (its subscription was
                     // dropped while the connection lives on): nothing to deliver it to.
                     return Ok(());
