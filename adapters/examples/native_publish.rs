@@ -16,9 +16,13 @@
 //! What "confirmed" means, and what is created and deleted, per broker (the same as the
 //! adapter's publish-only case, so the two rates compare):
 //! - `nats`: core NATS has no acknowledgement; publishes go out in batches of `K / 2`, and
-//!   a batch is confirmed by a flush (a PING/PONG round trip), at most one round trip in
-//!   flight, so at most `K` messages are unconfirmed. No subscriber: the server drops them,
-//!   as it does for brokerbench's publish-only workload. Nothing to create.
+//!   a batch is confirmed by a round trip through the server sent after it (a request to a
+//!   subject nobody answers, which the server refuses with "no responders" once it has
+//!   processed everything the connection sent before), as the adapter confirms. At most
+//!   one round trip is in flight, so at most `K` messages are unconfirmed. No subscriber:
+//!   the server drops them, as it does for brokerbench's publish-only workload. Nothing
+//!   to create. (`Client::flush` would not do: in async-nats it only hands the bytes to
+//!   the socket and never waits for the server.)
 //! - `jetstream`: a memory stream on one subject is created; `publish` with a PubAck per
 //!   message, `K` acks awaited at a time; the stream is deleted.
 //! - `rabbitmq`: a fanout exchange is declared, a confirm-mode channel per producer,
@@ -342,13 +346,7 @@ async fn nats_core(
                 if let Some((flush, size)) = flushing.take() {
                     settle(&mut tally, flush.await.unwrap_or(false), size);
                 }
-                let client = client.clone();
-                let flush = tokio::spawn(async move {
-                    matches!(
-                        tokio::time::timeout(CONFIRM_TIMEOUT, client.flush()).await,
-                        Ok(Ok(()))
-                    )
-                });
+                let flush = tokio::spawn(round_trip(client.clone(), index));
                 flushing = Some((flush, queued));
             }
             if let Some((flush, size)) = flushing.take() {
@@ -358,6 +356,19 @@ async fn nats_core(
         }
     })
     .await
+}
+
+/// A round trip through the server on `client`'s connection: a request to a subject
+/// nobody subscribes to comes back as "no responders" after everything sent before it
+/// was processed. `true` when it came back.
+async fn round_trip(client: async_nats::Client, producer: usize) -> bool {
+    use async_nats::RequestErrorKind as K;
+    let subject = format!("_bb_native.round_trip.{}.{producer}", std::process::id());
+    let request = async_nats::Request::new().timeout(Some(CONFIRM_TIMEOUT));
+    match client.send_request(subject, request).await {
+        Ok(_) => true,
+        Err(error) => matches!(error.kind(), K::NoResponders),
+    }
 }
 
 fn settle(tally: &mut Tally, ok: bool, size: u64) {
