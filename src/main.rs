@@ -26,6 +26,7 @@ mod report;
 mod run;
 mod scenarios;
 mod shard;
+mod workers;
 
 /// Exit codes, as DESIGN.md defines them.
 mod exit {
@@ -100,22 +101,27 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Broker(args) => broker::main(&args),
         Command::Scenarios(args) => report(scenarios::main(&args)),
-        Command::Run(args) => block_on(run::main(args)),
-        Command::Backends(args) => block_on(backends::main(args)),
+        Command::Run(args) => block_on(args.worker_threads(), run::main(args)),
+        Command::Backends(args) => block_on(workers::available_cores(), backends::main(args)),
         Command::Report(args) => report(report::main(&args)),
         Command::Compare(args) => report(compare::main(&args)),
         Command::Merge(args) => report(merge::main(&args)),
         Command::Export(args) => report(export::main(&args)),
         Command::Check(args) => report(check::main(&args)),
         Command::Alerts(args) => report(alerts::main(&args)),
-        Command::Capacity(args) => block_on(capacity::main(args)),
-        Command::Conform(args) => block_on(conform::main(*args)),
+        Command::Capacity(args) => block_on(args.worker_threads(), capacity::main(args)),
+        Command::Conform(args) => block_on(workers::available_cores(), conform::main(*args)),
     }
 }
 
-/// Runs an async subcommand on a multi-threaded tokio runtime.
-fn block_on(command: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+/// Runs an async subcommand on a multi-threaded tokio runtime with `workers` worker
+/// threads.
+fn block_on(
+    workers: usize,
+    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> ExitCode {
     match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::check::FailOn;
 use crate::embedded::EmbeddedBroker;
 use crate::exit;
+use crate::workers;
 
 /// Flags of `brokerbench run`.
 #[derive(Debug, clap::Args)]
@@ -37,6 +38,10 @@ pub struct Args {
     /// `containers` feature.
     #[arg(long)]
     containers: bool,
+    /// Runtime worker threads of the harness [default: half the cores when the broker is
+    /// on this machine (embedded, a container, a loopback URL), else all of them].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
     /// Total offered rate in msgs/s (e.g. 5000 or 20k/s); scales every workload.
     #[arg(long, value_parser = brokerbench_scenarios::parse_rate)]
     rate: Option<f64>,
@@ -268,6 +273,23 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     Ok(gate)
 }
 
+impl Args {
+    /// The harness's runtime worker threads for this run (see [`crate::workers`]).
+    pub fn worker_threads(&self) -> usize {
+        let place = workers::BrokerPlace::of(
+            self.backend,
+            self.url.as_deref(),
+            env_url(self.backend),
+            self.containers,
+        );
+        workers::count(
+            self.workers.map(usize::from),
+            place,
+            workers::available_cores(),
+        )
+    }
+}
+
 /// A broker to run against, connected: started in-process (embedded reference broker),
 /// in a container, or found at its URL. `run` uses it for one run, `capacity` for many.
 pub(crate) struct Connection {
@@ -389,7 +411,12 @@ impl Connection {
                 url: Some(self.url.clone()),
                 version: self.backend.server_version(),
             },
-            host: HostFacts::detect(env!("CARGO_PKG_VERSION")),
+            host: HostFacts {
+                harness_workers: tokio::runtime::Handle::try_current()
+                    .ok()
+                    .and_then(|h| u32::try_from(h.metrics().num_workers()).ok()),
+                ..HostFacts::detect(env!("CARGO_PKG_VERSION"))
+            },
             started_at: outcome.started_at,
             ended_at: outcome.ended_at,
         };

@@ -149,4 +149,47 @@ fn a_publish_only_workload_measures_publishing_alone() {
     assert_eq!(record["correctness"]["lost"], 0);
     assert_eq!(record["availability"]["publish"], 1.0);
     assert!(record["availability"]["delivery"].is_null(), "{record:#}");
+    // The embedded broker shares the machine: the harness took half the cores.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(
+        record["host"]["harness_workers"],
+        (cores / 2).max(1),
+        "{}",
+        record["host"]
+    );
+}
+
+/// `--workers` sets the harness's runtime threads; zero is refused before anything runs.
+#[test]
+fn the_worker_count_can_be_set_and_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = brokerbench(&["run", "--workers", "0"], dir.path());
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("--workers"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let out = dir.path().join("w.json");
+    let run = brokerbench(
+        &[
+            "run",
+            "chat-1to1",
+            "--workers",
+            "3",
+            "--rate",
+            "200",
+            "--duration",
+            "1s",
+            "--fail-on",
+            "never",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(record["host"]["harness_workers"], 3, "{}", record["host"]);
 }

@@ -381,6 +381,10 @@ pub struct HostFacts {
     pub cpu_model: Option<String>,
     /// Version of brokerbench that produced the record.
     pub brokerbench_version: String,
+    /// Worker threads of the harness's runtime (fewer than `cores` when the broker shared
+    /// the machine); absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_workers: Option<u32>,
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
@@ -428,6 +432,7 @@ impl HostFacts {
                 .ok()
                 .and_then(|t| parse_cpu_model(&t)),
             brokerbench_version: brokerbench_version.to_owned(),
+            harness_workers: None,
         }
     }
 }
