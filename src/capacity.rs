@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit;
-use crate::run::{Connection, env_url, run_id};
+use crate::run::{Connection, run_id};
 use crate::workers;
 
 /// The availability target without a flag or a rule.
@@ -43,8 +43,7 @@ pub struct Args {
     /// localhost address).
     #[arg(long)]
     url: Option<String>,
-    /// Runtime worker threads of the harness [default: half the cores when the broker is
-    /// on this machine (embedded, a loopback URL), else all of them].
+    /// Runtime worker threads of the harness [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
     /// First offered rate [default: the scenario's rate].
@@ -218,19 +217,9 @@ impl Search {
 
 /// Runs the command.
 impl Args {
-    /// The harness's runtime worker threads for the steps (see [`crate::workers`]).
+    /// The harness's runtime worker threads (see [`crate::workers`]).
     pub fn worker_threads(&self) -> usize {
-        let place = workers::BrokerPlace::of(
-            self.backend,
-            self.url.as_deref(),
-            env_url(self.backend),
-            false,
-        );
-        workers::count(
-            self.workers.map(usize::from),
-            place,
-            workers::available_cores(),
-        )
+        workers::count(self.workers)
     }
 }
 

@@ -38,8 +38,7 @@ pub struct Args {
     /// `containers` feature.
     #[arg(long)]
     containers: bool,
-    /// Runtime worker threads of the harness [default: half the cores when the broker is
-    /// on this machine (embedded, a container, a loopback URL), else all of them].
+    /// Runtime worker threads of the harness [default: one per core].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
     /// Total offered rate in msgs/s (e.g. 5000 or 20k/s); scales every workload.
@@ -274,19 +273,9 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 impl Args {
-    /// The harness's runtime worker threads for this run (see [`crate::workers`]).
+    /// The harness's runtime worker threads (see [`crate::workers`]).
     pub fn worker_threads(&self) -> usize {
-        let place = workers::BrokerPlace::of(
-            self.backend,
-            self.url.as_deref(),
-            env_url(self.backend),
-            self.containers,
-        );
-        workers::count(
-            self.workers.map(usize::from),
-            place,
-            workers::available_cores(),
-        )
+        workers::count(self.workers)
     }
 }
 
