@@ -42,7 +42,8 @@ pub mod kafka;
 mod kind;
 #[cfg(feature = "nats")]
 pub mod nats;
-/// The connection code NATS core and JetStream share.
+// The connection code NATS core and JetStream share (documented inside, where the
+// links to its private settings resolve).
 #[cfg(any(feature = "nats", feature = "jetstream"))]
 mod nats_client;
 mod net;

@@ -2,9 +2,8 @@
 //! async-nats connection with the settings a benchmark needs, the connection's health as
 //! async-nats reports it, and a round trip through the server.
 //!
-//! Either feature can be built alone: `nats` declares this file as `nats::client`, and
-//! `jetstream` uses it from there, or, built without `nats`, includes the same file as its
-//! own module with `#[path]`.
+//! Either feature can be built alone: the crate declares this module when either is on,
+//! and both adapters use it as `client`.
 //!
 //! Settings, and why:
 //! - the initial connect does not retry in the background and is bounded by

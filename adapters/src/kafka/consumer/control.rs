@@ -24,7 +24,7 @@ pub(super) enum Command {
     },
 }
 
-/// The Kafka side of a [`Subscription`].
+/// The Kafka side of a [`Subscription`](crate::Subscription).
 pub(super) struct KafkaSubscription {
     pub(super) topic: Arc<str>,
     /// This subscription among those of its consumer (0 for a consumer of its own).

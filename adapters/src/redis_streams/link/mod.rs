@@ -85,8 +85,8 @@ impl Link {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Connect`] when the server cannot be reached or does not answer;
-    /// [`ErrorKind::Rejected`] when it refuses the login or the database.
+    /// [`ErrorKind::Connect`](crate::ErrorKind::Connect) when the server cannot be reached or does not answer;
+    /// [`ErrorKind::Rejected`](crate::ErrorKind::Rejected) when it refuses the login or the database.
     pub(super) async fn open(
         target: &Target,
         prefix: &str,

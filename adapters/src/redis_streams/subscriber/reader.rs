@@ -48,7 +48,7 @@ const NIL: &[u8] = b"*-1\r\n";
 /// How the read loop ended.
 enum End {
     Unsubscribe(Stop),
-    /// The [`Subscription`] was dropped.
+    /// The [`Subscription`](crate::Subscription) was dropped.
     Dropped,
     Failed(AdapterError),
 }
