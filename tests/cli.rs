@@ -131,19 +131,7 @@ fn a_publish_only_workload_measures_publishing_alone() {
         "name = \"publish-only\"\ndescription = \"x\"\nwarmup = \"200ms\"\nduration = \"2s\"\ndrain = \"500ms\"\n\n[[workload]]\nname = \"w\"\ntopics = 2\nproducers_per_topic = 1\nsubscribers_per_topic = 0\ndelivery = \"all\"\nsize = 100\nrate = 500\n",
     )
     .unwrap();
-    let out = dir.path().join("po.json");
-    let run = brokerbench(
-        &[
-            "run",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let record = run_record(&["run", file.to_str().unwrap()], dir.path());
     assert_eq!(record["volume"]["published"], 1000, "{record:#}");
     assert_eq!(record["volume"]["delivered"], 0);
     assert_eq!(record["correctness"]["lost"], 0);
@@ -169,8 +157,7 @@ fn the_worker_count_can_be_set_and_zero_is_refused() {
         "{}",
         text(&refused.stderr)
     );
-    let out = dir.path().join("w.json");
-    let run = brokerbench(
+    let record = run_record(
         &[
             "run",
             "chat-1to1",
@@ -182,13 +169,18 @@ fn the_worker_count_can_be_set_and_zero_is_refused() {
             "1s",
             "--fail-on",
             "never",
-            "--out",
-            out.to_str().unwrap(),
         ],
         dir.path(),
     );
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(record["host"]["harness_workers"], 3, "{}", record["host"]);
+}
+
+/// Runs `brokerbench ARGS --out DIR/record.json`, expects exit code 0, returns the record.
+fn run_record(args: &[&str], dir: &std::path::Path) -> serde_json::Value {
+    let out = dir.join("record.json");
+    let mut args = args.to_vec();
+    args.extend(["--out", out.to_str().unwrap()]);
+    let run = brokerbench(&args, dir);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
 }
