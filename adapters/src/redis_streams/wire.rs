@@ -73,8 +73,6 @@ pub(super) struct Wire {
     /// The socket's sending side. Written (`try_write`) only under the lock's `writing`
     /// rule, so writes never interleave.
     socket: OwnedWriteHalf,
-    /// The redacted URL, for messages.
-    url: Arc<str>,
 }
 
 struct State {
@@ -141,7 +139,7 @@ impl Waiter {
 
 impl Wire {
     /// Takes over `stream` (handshake done) and starts the writer and reader tasks.
-    pub(super) fn start(stream: TcpStream, url: Arc<str>) -> Arc<Wire> {
+    pub(super) fn start(stream: TcpStream) -> Arc<Wire> {
         let (read, write) = stream.into_split();
         let wire = Arc::new(Wire {
             state: Mutex::new(State {
@@ -153,7 +151,6 @@ impl Wire {
             wake: Notify::new(),
             over: CancellationToken::new(),
             socket: write,
-            url,
         });
         tokio::spawn(wire.clone().write());
         tokio::spawn(wire.clone().read(read));
@@ -294,10 +291,8 @@ impl Wire {
         let waiting = {
             let mut state = self.state.lock();
             if state.closed.is_none() {
-                state.closed = Some(format!(
-                    "the connection to redis at {} failed: {why}",
-                    self.url
-                ));
+                // The cause alone: every caller says whose connection it was.
+                state.closed = Some(why.to_owned());
             }
             state.out = Vec::new();
             std::mem::take(&mut state.waiting)

@@ -102,7 +102,12 @@ impl Shared {
         });
         let answers = match sent {
             Ok(answers) => answers,
-            Err(reason) => return every(PublishOutcome::Failed(format!("not sent: {reason}"))),
+            Err(reason) => {
+                return every(PublishOutcome::Failed(format!(
+                    "not sent: the connection to redis at {} failed: {reason}",
+                    self.url
+                )));
+            }
         };
         match tokio::time::timeout_at(deadline, answers).await {
             Ok(Ok(Answers::Replied(refused))) => {
@@ -128,7 +133,7 @@ impl RedisPublisher {
         url: Arc<str>,
     ) -> RedisPublisher {
         let shared = Arc::new(Shared {
-            wire: Wire::start(stream, url.clone()),
+            wire: Wire::start(stream),
             topics,
             timeout,
             url,

@@ -177,7 +177,7 @@ pub(super) async fn subscribe(
     )
     .await?;
     let client_id = client_id.unwrap_or_default();
-    let wire = Wire::start(stream, url.clone());
+    let wire = Wire::start(stream);
     backend.topics.touch(&key);
     let mut create = cmd("XGROUP");
     create
