@@ -169,14 +169,6 @@ impl fmt::Display for PublishOutcome {
     }
 }
 
-/// A single publish made as a batch of one, for adapters whose batch path is their only
-/// one: the batch's one outcome (unknown, should the batch come back empty).
-pub(crate) fn one_of(
-    batch: BoxFuture<'static, Vec<PublishOutcome>>,
-) -> BoxFuture<'static, PublishOutcome> {
-    Box::pin(async move { batch.await.pop().unwrap_or(PublishOutcome::Unknown) })
-}
-
 /// The adapter side of a [`Producer`].
 pub(crate) trait Publisher: Send + Sync + 'static {
     /// Publishes one message; see [`Producer::publish`].
@@ -193,6 +185,29 @@ pub(crate) trait Publisher: Send + Sync + 'static {
     ) -> BoxFuture<'static, Vec<PublishOutcome>> {
         let publishes: Vec<_> = requests.into_iter().map(|r| self.publish(r)).collect();
         Box::pin(futures::future::join_all(publishes))
+    }
+}
+
+/// The adapter side of a [`Producer`] for adapters whose batch path is their only one: a
+/// single publish is a batch of one. Every such type is a [`Publisher`].
+pub(crate) trait BatchPublisher: Send + Sync + 'static {
+    /// Publishes `requests` in order as one batch; see [`Producer::publish_batch`].
+    fn publish_all(&self, requests: Vec<PublishRequest>)
+    -> BoxFuture<'static, Vec<PublishOutcome>>;
+}
+
+impl<T: BatchPublisher> Publisher for T {
+    /// The batch's one outcome (unknown, should the batch come back empty).
+    fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
+        let batch = self.publish_all(vec![request]);
+        Box::pin(async move { batch.await.pop().unwrap_or(PublishOutcome::Unknown) })
+    }
+
+    fn publish_batch(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> BoxFuture<'static, Vec<PublishOutcome>> {
+        self.publish_all(requests)
     }
 }
 

@@ -7,7 +7,7 @@
 //!  each publish (or batch) future then awaits its PubAcks, in order, by one deadline
 //! ```
 //!
-//! A batch ([`publish_batch`](Publisher::publish_batch)) is one job: the sender task hands
+//! A batch ([`publish_batch`](crate::Producer::publish_batch)) is one job: the sender task hands
 //! all its messages to the client before passing their ack futures back together, so a
 //! batch costs one queue entry, one oneshot and one deadline however many messages it
 //! holds.
@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use super::client::{self, Connection, Health};
 use super::topology::Topology;
 use crate::error::fmt_duration;
-use crate::publish::{self, PublishOutcome, PublishRequest, Publisher};
+use crate::publish::{BatchPublisher, PublishOutcome, PublishRequest};
 
 /// Publishes handed to the client whose `PubAck` has not arrived yet, per producer. Beyond
 /// it the sender task waits for acks (backpressure). The library's default is 5,000.
@@ -49,7 +49,7 @@ const MAX_ACKS_IN_FLIGHT: usize = 16 * 1024;
 /// Publishes queued for the sender task. When full, a publish waits (within its timeout).
 const JOB_QUEUE_CAPACITY: usize = 4096;
 
-/// A batch of publishes (one, for [`Publisher::publish`]) on its way to the sender task.
+/// A batch of publishes (one, for [`Producer::publish`](crate::Producer::publish)) on its way to the sender task.
 struct Job {
     requests: Vec<PublishRequest>,
     /// One [`Sent`] per request, in order; fewer when the batch's future gave up waiting
@@ -69,7 +69,7 @@ enum Sent {
     Refused(PublishOutcome),
 }
 
-/// The [`Publisher`] of a JetStream producer: one connection, one sender task.
+/// The [`BatchPublisher`] of a JetStream producer: one connection, one sender task.
 pub(super) struct JetStreamPublisher {
     shared: Arc<Shared>,
 }
@@ -118,14 +118,10 @@ impl JetStreamPublisher {
     }
 }
 
-impl Publisher for JetStreamPublisher {
-    fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
-        publish::one_of(self.publish_batch(vec![request]))
-    }
-
+impl BatchPublisher for JetStreamPublisher {
     /// The batch goes to the sender task as one job, which hands every message to the
     /// client before the acks are awaited, together, with one deadline for the batch.
-    fn publish_batch(
+    fn publish_all(
         &self,
         requests: Vec<PublishRequest>,
     ) -> BoxFuture<'static, Vec<PublishOutcome>> {

@@ -6,7 +6,7 @@
 //!        └──── the batch's reports, one wake-up <── delivery reports (polling thread) ┘
 //! ```
 //!
-//! A batch ([`publish_batch`](Publisher::publish_batch)) enqueues all its messages, then
+//! A batch ([`publish_batch`](crate::Producer::publish_batch)) enqueues all its messages, then
 //! waits once, by one deadline, until the polling thread has filled in every report (a
 //! single publish is a batch of one). A publish is enqueued synchronously when its future is first polled, so messages keep
 //! the order of first polls (librdkafka's idempotent producer keeps a partition's order
@@ -34,7 +34,7 @@ use super::FANOUT_TOPIC_PARTITIONS;
 use super::admin::{OffThread, Shared};
 use super::config;
 use crate::error::{AdapterError, fmt_duration};
-use crate::publish::{self, PublishOutcome, PublishRequest, Publisher};
+use crate::publish::{BatchPublisher, PublishOutcome, PublishRequest};
 
 /// How long a publish on the slow path sleeps before trying a full local queue again.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
@@ -76,7 +76,7 @@ impl Drop for Slot {
     }
 }
 
-/// The delivery reports of one batch (of one message, for [`Publisher::publish`]), filled
+/// The delivery reports of one batch (of one message, for [`Producer::publish`](crate::Producer::publish)), filled
 /// in by librdkafka's polling thread; the batch's future is woken once, by the last.
 struct Reports {
     /// One place per message of the batch. Taken (left empty) when the batch stops
@@ -186,14 +186,10 @@ impl KafkaPublisher {
     }
 }
 
-impl Publisher for KafkaPublisher {
-    fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
-        publish::one_of(self.publish_batch(vec![request]))
-    }
-
+impl BatchPublisher for KafkaPublisher {
     /// Every message is enqueued in order, then the batch waits once, by one deadline,
     /// for all the delivery reports.
-    fn publish_batch(
+    fn publish_all(
         &self,
         requests: Vec<PublishRequest>,
     ) -> BoxFuture<'static, Vec<PublishOutcome>> {

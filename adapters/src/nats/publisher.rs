@@ -16,7 +16,7 @@
 //! One round trip is in flight at a time and it covers every publish queued before it
 //! started, so at high rates one round trip confirms hundreds of messages and the producer
 //! never waits for the server between messages. A batch
-//! ([`publish_batch`](Publisher::publish_batch)) queues all its messages, then waits as
+//! ([`publish_batch`](crate::Producer::publish_batch)) queues all its messages, then waits as
 //! *one* waiter, so a batch costs one deadline, one oneshot and one wake-up of the flusher
 //! however many messages it holds.
 //!
@@ -42,7 +42,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::client::{self, Connection, Health, Pinger};
 use crate::error::fmt_duration;
-use crate::publish::{self, PublishOutcome, PublishRequest, Publisher};
+use crate::publish::{BatchPublisher, PublishOutcome, PublishRequest};
 
 /// A publish waiting for the round trip that confirms it.
 struct Waiter {
@@ -79,7 +79,7 @@ struct Shared {
     order: tokio::sync::Mutex<()>,
 }
 
-/// The [`Publisher`] of a NATS core producer: one connection, one flusher task.
+/// The [`BatchPublisher`] of a NATS core producer: one connection, one flusher task.
 pub(super) struct CorePublisher {
     shared: Arc<Shared>,
     _stop: DropGuard,
@@ -114,14 +114,10 @@ impl CorePublisher {
     }
 }
 
-impl Publisher for CorePublisher {
-    fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
-        publish::one_of(self.publish_batch(vec![request]))
-    }
-
+impl BatchPublisher for CorePublisher {
     /// The whole batch is queued in order, then waits as one waiter: one round trip
     /// confirms all of it, with one deadline and one connection epoch for the batch.
-    fn publish_batch(
+    fn publish_all(
         &self,
         requests: Vec<PublishRequest>,
     ) -> BoxFuture<'static, Vec<PublishOutcome>> {

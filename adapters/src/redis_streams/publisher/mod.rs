@@ -14,9 +14,9 @@
 //!        └──(one answer per publish or batch)── reader task: replies, in order
 //! ```
 //!
-//! A [`publish_batch`](Publisher::publish_batch) is one reply channel and one timer for
+//! A [`publish_batch`](crate::Producer::publish_batch) is one reply channel and one timer for
 //! all its messages, and its commands are encoded together into the connection's write
-//! buffer at the first poll of its future; a single [`publish`](Publisher::publish) is the
+//! buffer at the first poll of its future; a single [`publish`](crate::Producer::publish) is the
 //! same with one command. The writer takes whatever has gathered (any number of batches)
 //! and writes it at once, while the next commands gather in its other buffer. Joining the
 //! buffer is synchronous, so the order of first polls is the order on the wire.
@@ -46,7 +46,7 @@ use super::link::Failure;
 use super::resp::{put_array, put_bulk, put_bulk_decimal};
 use super::topics::Topics;
 use super::wire::{Answers, Wire};
-use crate::publish::{self, PublishOutcome, PublishRequest, Publisher};
+use crate::publish::{BatchPublisher, PublishOutcome, PublishRequest};
 
 /// A producer: its connection, and what its publishes share.
 pub(super) struct RedisPublisher {
@@ -142,14 +142,10 @@ impl RedisPublisher {
     }
 }
 
-impl Publisher for RedisPublisher {
-    fn publish(&self, request: PublishRequest) -> BoxFuture<'static, PublishOutcome> {
-        publish::one_of(self.publish_batch(vec![request]))
-    }
-
+impl BatchPublisher for RedisPublisher {
     /// One pipeline for the whole batch: the commands join the connection's buffer
     /// together and go out in one write, with one timer and one reply channel for all.
-    fn publish_batch(
+    fn publish_all(
         &self,
         requests: Vec<PublishRequest>,
     ) -> BoxFuture<'static, Vec<PublishOutcome>> {
