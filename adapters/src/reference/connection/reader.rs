@@ -298,7 +298,10 @@ impl Reader {
                     self.routes.insert(
                         topic.clone(),
                         Route {
-                            topic,
+                            // Its own count: every delivery clones it here and drops it
+                            // in the consumer, and the caller's may be shared with other
+                            // connections read on other threads (one contended cache line).
+                            topic: Arc::from(&*topic),
                             tx: route,
                             batch: Vec::new(),
                         },
