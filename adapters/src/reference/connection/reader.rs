@@ -295,12 +295,14 @@ impl Reader {
                         "subscribe to {topic}: this connection is already subscribed to it"
                     )))
                 } else {
+                    // Two copies of the name, not the caller's `Arc`, which other
+                    // connections read on other threads may share: the key is read by
+                    // every push's lookup, the route's is cloned into every delivery and
+                    // dropped in the consumer. Apart, the lookup does not read a line
+                    // whose count another thread keeps changing.
                     self.routes.insert(
-                        topic.clone(),
+                        Arc::from(&*topic),
                         Route {
-                            // Its own count: every delivery clones it here and drops it
-                            // in the consumer, and the caller's may be shared with other
-                            // connections read on other threads (one contended cache line).
                             topic: Arc::from(&*topic),
                             tx: route,
                             batch: Vec::new(),
