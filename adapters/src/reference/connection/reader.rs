@@ -143,7 +143,8 @@ impl Reader {
     }
 
     /// Handles every complete line in the buffer. The complete lines are split off the
-    /// buffer in one piece, so every payload of this read is a slice of one `Bytes`.
+    /// buffer in one piece, so every payload of this read is a slice of one `Bytes`,
+    /// and of no other read's.
     async fn process_lines(&mut self) -> Result<(), AdapterError> {
         let Some(last) = memchr::memrchr(b'\n', &self.buf[self.scanned..]) else {
             self.scanned = self.buf.len();
@@ -158,7 +159,14 @@ impl Reader {
         };
         let lines = self.buf.split_to(self.scanned + last + 1).freeze();
         self.read_at = std::time::Instant::now();
-        // What is left is the start of a line: it holds no newline.
+        // What is left is the start of a line: it holds no newline. It moves to a buffer
+        // of its own, so the next read's payloads do not share `lines`' reference count:
+        // the consumer drops this read's deliveries (on whichever thread it runs) while
+        // this task counts the next read's, and one shared count would move its cache
+        // line between the two threads for every delivery.
+        let mut rest = BytesMut::with_capacity(READ_BUFFER_SIZE.max(self.buf.len() * 2));
+        rest.extend_from_slice(&self.buf);
+        self.buf = rest;
         self.scanned = self.buf.len();
         let mut start = 0;
         for newline in memchr::memchr_iter(b'\n', &lines) {
