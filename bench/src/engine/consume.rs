@@ -19,7 +19,6 @@ use crate::envelope::Envelope;
 use crate::resilience::resubscribe_until;
 use crate::timeline::{Arrival, DeliveryEvent};
 
-/// A returning subscriber's time away.
 /// Most deliveries a subscriber task takes in a row without looking at anything else.
 const READY_RUN: usize = 256;
 
@@ -32,6 +31,8 @@ fn flush(shared: &Shared, topic: usize, unflushed: &mut u64) {
     }
 }
 
+/// A returning subscriber's time away: when it drops off and when it rejoins (after the
+/// last message it saw), through `backend` with `spec`.
 pub(super) struct Absence {
     pub(super) offline_after: Duration,
     pub(super) rejoin_after: Duration,
