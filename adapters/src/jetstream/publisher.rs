@@ -49,7 +49,8 @@ const MAX_ACKS_IN_FLIGHT: usize = 16 * 1024;
 /// Publishes queued for the sender task. When full, a publish waits (within its timeout).
 const JOB_QUEUE_CAPACITY: usize = 4096;
 
-/// A batch of publishes (one, for [`Producer::publish`](crate::Producer::publish)) on its way to the sender task.
+/// A batch of publishes (one, for [`Producer::publish`](crate::Producer::publish)) on its
+/// way to the sender task.
 struct Job {
     requests: Vec<PublishRequest>,
     /// One [`Sent`] per request, in order; fewer when the batch's future gave up waiting

@@ -6,11 +6,11 @@
 //!        └──── the batch's reports, one wake-up <── delivery reports (polling thread) ┘
 //! ```
 //!
-//! A batch ([`publish_batch`](crate::Producer::publish_batch)) enqueues all its messages, then
-//! waits once, by one deadline, until the polling thread has filled in every report (a
-//! single publish is a batch of one). A publish is enqueued synchronously when its future is first polled, so messages keep
-//! the order of first polls (librdkafka's idempotent producer keeps a partition's order
-//! through retries). Two things cannot be done synchronously: creating a topic this
+//! A batch ([`publish_batch`](crate::Producer::publish_batch)) enqueues all its messages,
+//! then waits once, by one deadline, until the polling thread has filled in every report
+//! (a single publish is a batch of one). A publish is enqueued synchronously when its
+//! future is first polled, so messages keep the order of first polls (librdkafka's
+//! idempotent producer keeps a partition's order through retries). Two things cannot be done synchronously: creating a topic this
 //! backend has not seen yet, and waiting for room when librdkafka's local queue is full.
 //! Such a publish takes the "slow path": it queues behind a fair (FIFO) lock, and while
 //! any publish is on the slow path every later one joins it, so the order still holds.
@@ -76,8 +76,9 @@ impl Drop for Slot {
     }
 }
 
-/// The delivery reports of one batch (of one message, for [`Producer::publish`](crate::Producer::publish)), filled
-/// in by librdkafka's polling thread; the batch's future is woken once, by the last.
+/// The delivery reports of one batch (of one message, for
+/// [`Producer::publish`](crate::Producer::publish)), filled in by librdkafka's polling
+/// thread; the batch's future is woken once, by the last.
 struct Reports {
     /// One place per message of the batch. Taken (left empty) when the batch stops
     /// waiting: a report arriving later is dropped.
