@@ -159,14 +159,18 @@ impl Reader {
         };
         let lines = self.buf.split_to(self.scanned + last + 1).freeze();
         self.read_at = std::time::Instant::now();
-        // What is left is the start of a line: it holds no newline. It moves to a buffer
-        // of its own, so the next read's payloads do not share `lines`' reference count:
-        // the consumer drops this read's deliveries (on whichever thread it runs) while
-        // this task counts the next read's, and one shared count would move its cache
-        // line between the two threads for every delivery.
-        let mut rest = BytesMut::with_capacity(READ_BUFFER_SIZE.max(self.buf.len() * 2));
-        rest.extend_from_slice(&self.buf);
-        self.buf = rest;
+        // What is left is the start of a line: it holds no newline. On a subscribed
+        // connection it moves to a buffer of its own, so the next read's payloads do not
+        // share `lines`' reference count: the consumer drops this read's deliveries (on
+        // whichever thread it runs) while this task counts the next read's, and one
+        // shared count would move its cache line between the two threads for every
+        // delivery. Replies keep no slice, so a connection without subscriptions reuses
+        // its buffer (the next `reserve` reclaims it).
+        if !self.routes.is_empty() {
+            let mut rest = BytesMut::with_capacity(READ_BUFFER_SIZE.max(self.buf.len() * 2));
+            rest.extend_from_slice(&self.buf);
+            self.buf = rest;
+        }
         self.scanned = self.buf.len();
         let mut start = 0;
         for newline in memchr::memchr_iter(b'\n', &lines) {
