@@ -227,6 +227,39 @@ async fn a_batch_is_one_write_and_resolves_in_order_between_single_publishes() {
 }
 
 #[tokio::test]
+async fn batches_the_socket_cannot_take_at_once_are_finished_by_the_writer_in_order() {
+    // 24 batches of 32 messages of 16 KiB (12 MiB) while the broker reads nothing: the
+    // callers' own writes fill the socket and leave the rest to the writer task.
+    const BATCHES: usize = 24;
+    const PER_BATCH: usize = 32;
+    let (url, broker) = fake_broker(|mut peer| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for n in 0..BATCHES * PER_BATCH {
+            let request = peer.line().await.expect("every publish arrives");
+            let msg = request["msg"].as_str().unwrap();
+            assert_eq!(&msg[..msg.find('.').unwrap()], format!("m{n}"), "line {n}");
+            peer.send(r#"{"success":true}"#).await;
+        }
+    })
+    .await;
+    let conn = open(&url, &options()).await;
+    let padding = "x".repeat(16 * 1024);
+    let batches: futures::stream::FuturesOrdered<_> = (0..BATCHES)
+        .map(|b| {
+            let requests = (0..PER_BATCH)
+                .map(|i| PublishRequest::new("t", format!("m{}.{padding}", b * PER_BATCH + i)))
+                .collect();
+            conn.publish_batch(requests)
+        })
+        .collect();
+    let outcomes: Vec<Vec<PublishOutcome>> = batches.collect().await;
+    for (b, batch) in outcomes.iter().enumerate() {
+        assert_eq!(batch, &vec![PublishOutcome::Ok; PER_BATCH], "batch {b}");
+    }
+    broker.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_batch_cut_short_keeps_the_confirmations_that_arrived() {
     let (url, broker) = fake_broker(|mut peer| async move {
         // Answer two of the three, then close.

@@ -1,24 +1,27 @@
 //! One pipelined connection to the reference broker.
 //!
 //! ```text
-//!  handles (Connection clones) ──requests──> writer task ──bytes──> socket
-//!                                               │ pending FIFO (same order as the bytes)
-//!                                               v
+//!  publish_batch (caller's task) ───────────stage + write──┐
+//!  other requests ──queue──> writer task ──stage + write──> Outgoing ──bytes──> socket
+//!                                  (leftovers)      │ pending FIFO (same order as the bytes)
+//!                                                   v
 //!  Subscription streams <──deliveries── reader task <──lines── socket
 //!  publish / request futures <──oneshot replies──┘
 //! ```
 //!
 //! The broker answers requests in the order it received them, and interleaves pushed
-//! messages (`"command":"send"`) with the answers (`"success"`). So the writer queues a
-//! pending entry for each request *before* its bytes reach the socket, and the reader
-//! pops one entry per answer: no ids, no locks. The writer batches: it takes every
-//! queued request off its queue at once, encodes them into one buffer and writes it with
-//! one call, so at high rates one syscall carries many messages. A
-//! [`publish_batch`](Connection::publish_batch) is one request and one pending entry
-//! however many messages it holds: one queue send, one wake-up of the writer, one
-//! oneshot and one timer for the whole batch. The reader reads 64 KiB at a time, splits
-//! off all complete lines as one `Bytes`, decodes them without copying (a delivery's
-//! payload is a slice of that `Bytes`) and hands each subscription one batch per read.
+//! messages (`"command":"send"`) with the answers (`"success"`). So each request's
+//! pending entry is queued for the reader *before* its bytes reach the socket, and the
+//! reader pops one entry per answer: no ids. Queueing the entry and appending the bytes
+//! happen in one step under [`Outgoing`]'s lock, whoever stages. A
+//! [`publish_batch`](Connection::publish_batch) is staged and written by the caller's own
+//! task, one write for the whole batch, with no hop through the writer task; the writer
+//! task stages the other requests, several per write (single publishes queued together
+//! go out together), and finishes writes the socket could not take at once. A batch is
+//! one pending entry however many messages it holds: one oneshot and one timer for the
+//! whole batch. The reader reads 64 KiB at a time, splits off all complete lines as one
+//! `Bytes`, decodes them without copying (a delivery's payload is a slice of that
+//! `Bytes`) and hands each subscription one batch per read.
 //!
 //! Timeouts: every request (publish, subscribe, unsubscribe, stats) and every socket
 //! write has one. The reader's wait for the next line has none on purpose: a subscriber
@@ -41,13 +44,13 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::reader::Reader;
 use self::subscription::ReferenceSubscription;
-use self::writer::{Writer, WriterIo};
+use self::writer::{Outgoing, Staged, Writer};
 use crate::backend::ConnectOptions;
 use crate::error::AdapterError;
 use crate::net;
@@ -226,6 +229,51 @@ fn failed_batch(n: usize, error: &AdapterError) -> Vec<PublishOutcome> {
     vec![PublishOutcome::Failed(format!("not sent: {error}")); n]
 }
 
+/// Sends a publish or a batch of them. A batch is staged and written by the caller
+/// when it may be ([`Outgoing::publish`]); a single publish, or a batch that may not,
+/// goes through the writer task's queue, where single publishes queued together are
+/// written together. Resolves once it is staged or queued.
+async fn send_publish(
+    queue: &mpsc::Sender<Request>,
+    state: &ConnState,
+    deadline: Instant,
+    request: Request,
+) -> Result<(), AdapterError> {
+    let staged = match request {
+        Request::PublishBatch { .. } => state.out.lock().publish(request),
+        _ => {
+            state.out.lock().queued_publishes += 1;
+            Staged::Queue(request)
+        }
+    };
+    let request = match staged {
+        Staged::Sent { leftover } => {
+            if leftover {
+                state.leftover.notify_one();
+            }
+            return Ok(());
+        }
+        Staged::Closed => return Err(state.reason()),
+        Staged::Queue(request) => request,
+    };
+    // `unconstrained`: with tokio's cooperative budget spent, a plain `send` can return
+    // Pending on its first poll without taking its place in the queue, and a publish
+    // polled later could overtake it. Unconstrained, the first poll either sends or
+    // joins the channel's FIFO of waiting senders.
+    let sent = tokio::time::timeout_at(deadline, tokio::task::unconstrained(queue.send(request)));
+    let why = match sent.await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(_)) => state.reason(),
+        Err(_) => AdapterError::timeout(
+            "the connection's request queue stayed full",
+            state.options.publish_timeout,
+        ),
+    };
+    // It never reached the writer task, which counted on staging it.
+    state.out.lock().queued_publishes -= 1;
+    Err(why)
+}
+
 /// What the handles and both tasks share.
 struct ConnState {
     url: String,
@@ -235,6 +283,10 @@ struct ConnState {
     closed: CancellationToken,
     /// The first fatal error, reported to everything that was waiting.
     reason: Mutex<Option<AdapterError>>,
+    /// Staged bytes and the socket they go to; publishing handles write here directly.
+    out: Mutex<Outgoing>,
+    /// Tells the writer task that a handle's write left bytes the socket did not take.
+    leftover: Notify,
 }
 
 impl ConnState {
@@ -296,21 +348,26 @@ impl Connection {
         let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE_CAPACITY);
         let (pending_tx, pending_rx) = mpsc::channel(MAX_IN_FLIGHT);
         let (writer_alive, writer_gone) = oneshot::channel::<()>();
+        let wr = Arc::new(wr);
         let state = Arc::new(ConnState {
             url: url.to_owned(),
             peer,
             options,
             closed: CancellationToken::new(),
             reason: Mutex::new(None),
+            out: Mutex::new(Outgoing {
+                wr: Some(wr.clone()),
+                pending: Some(pending_tx.clone()),
+                buf: Vec::with_capacity(WRITE_BATCH_BYTES + 1024),
+                queued_publishes: 0,
+            }),
+            leftover: Notify::new(),
         });
         let writer = Writer {
             requests: requests_rx,
             pending: pending_tx,
-            io: WriterIo {
-                wr,
-                buf: Vec::with_capacity(WRITE_BATCH_BYTES + 1024),
-                state: state.clone(),
-            },
+            wr,
+            state: state.clone(),
             inbox: Vec::with_capacity(REQUESTS_PER_WRITE),
             _alive: writer_alive,
         };
@@ -356,26 +413,9 @@ impl Connection {
         async move {
             let deadline = Instant::now() + state.options.publish_timeout;
             let (reply, answer) = oneshot::channel();
-            // `unconstrained`: with tokio's cooperative budget spent, a plain `send` can
-            // return Pending on its first poll without taking its place in the queue, and a
-            // publish polled later could overtake it. Unconstrained, the first poll either
-            // sends or joins the channel's FIFO of waiting senders.
-            match tokio::time::timeout_at(
-                deadline,
-                tokio::task::unconstrained(requests.send(Request::Publish { request, reply })),
-            )
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    return PublishOutcome::Failed(format!("not sent: {}", state.reason()));
-                }
-                Err(_) => {
-                    return PublishOutcome::Failed(format!(
-                        "not sent: the connection's request queue stayed full for {}",
-                        crate::error::fmt_duration(state.options.publish_timeout)
-                    ));
-                }
+            let request = Request::Publish { request, reply };
+            if let Err(why) = send_publish(&requests, &state, deadline, request).await {
+                return PublishOutcome::Failed(format!("not sent: {why}"));
             }
             match tokio::time::timeout_at(deadline, answer).await {
                 Ok(Ok(outcome)) => outcome,
@@ -386,11 +426,12 @@ impl Connection {
     }
 
     /// Publishes `requests` in order as one batch; see
-    /// [`Producer::publish_batch`](crate::Producer::publish_batch). The batch travels to
-    /// the writer as one request, is encoded into one buffer and written with one call,
-    /// and waits for its answers as one pending entry; the future resolves once the last
-    /// answer arrived. The publish timeout applies to the batch as a whole: when it
-    /// expires, every outcome of the batch is [`PublishOutcome::Unknown`].
+    /// [`Producer::publish_batch`](crate::Producer::publish_batch). The batch is encoded
+    /// into the connection's write buffer and written by the caller's task itself, with
+    /// one call (the writer task only finishes a write the socket could not take at
+    /// once), and waits for its answers as one pending entry; the future resolves once
+    /// the last answer arrived. The publish timeout applies to the batch as a whole: when
+    /// it expires, every outcome of the batch is [`PublishOutcome::Unknown`].
     pub fn publish_batch(
         &self,
         requests: Vec<PublishRequest>,
@@ -404,23 +445,9 @@ impl Connection {
             }
             let deadline = Instant::now() + state.options.publish_timeout;
             let (reply, answer) = oneshot::channel();
-            // `unconstrained`, as in `publish`: the first poll takes the batch's place.
             let request = Request::PublishBatch { requests, reply };
-            match tokio::time::timeout_at(
-                deadline,
-                tokio::task::unconstrained(sender.send(request)),
-            )
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return failed_batch(n, &state.reason()),
-                Err(_) => {
-                    let why = AdapterError::timeout(
-                        "the connection's request queue stayed full",
-                        state.options.publish_timeout,
-                    );
-                    return failed_batch(n, &why);
-                }
+            if let Err(why) = send_publish(&sender, &state, deadline, request).await {
+                return failed_batch(n, &why);
             }
             match tokio::time::timeout_at(deadline, answer).await {
                 Ok(Ok(outcomes)) => outcomes,
