@@ -13,15 +13,15 @@
 //! messages (`"command":"send"`) with the answers (`"success"`). So each request's
 //! pending entry is queued for the reader *before* its bytes reach the socket, and the
 //! reader pops one entry per answer: no ids. Queueing the entry and appending the bytes
-//! happen in one step under [`Outgoing`]'s lock, whoever stages. A
-//! [`publish_batch`](Connection::publish_batch) is staged and written by the caller's own
-//! task, one write for the whole batch, with no hop through the writer task; the writer
-//! task stages the other requests, several per write (single publishes queued together
-//! go out together), and finishes writes the socket could not take at once. A batch is
-//! one pending entry however many messages it holds: one oneshot and one timer for the
-//! whole batch. The reader reads 64 KiB at a time, splits off all complete lines as one
-//! `Bytes`, decodes them without copying (a delivery's payload is a slice of that
-//! `Bytes`) and hands each subscription one batch per read.
+//! happen in one step under [`Outgoing`]'s lock, whoever stages. A publish, or a
+//! [`publish_batch`](Connection::publish_batch), is staged and written by the caller's
+//! own task, one write for the whole batch, with no hop through the writer task; the
+//! writer task stages the other requests, several per write, and finishes writes the
+//! socket could not take at once. A batch is one pending entry however many messages it
+//! holds: one oneshot and one timer for the whole batch. The reader reads 64 KiB at a
+//! time, splits off all complete lines as one `Bytes`, decodes them without copying (a
+//! delivery's payload is a slice of that `Bytes`) and hands each subscription one batch
+//! per read.
 //!
 //! Timeouts: every request (publish, subscribe, unsubscribe, stats) and every socket
 //! write has one. The reader's wait for the next line has none on purpose: a subscriber
@@ -64,7 +64,7 @@ const REQUEST_QUEUE_CAPACITY: usize = 1024;
 
 /// Most requests written to the broker and not yet answered (the pending FIFO's
 /// capacity). The writer waits for answers beyond it.
-const MAX_IN_FLIGHT: usize = 16 * 1024;
+pub(super) const MAX_IN_FLIGHT: usize = 16 * 1024;
 
 /// Most requests the writer takes off its queue at once (they are then staged and
 /// written, in as many writes as [`WRITE_BATCH_BYTES`] asks for).
@@ -229,23 +229,16 @@ fn failed_batch(n: usize, error: &AdapterError) -> Vec<PublishOutcome> {
     vec![PublishOutcome::Failed(format!("not sent: {error}")); n]
 }
 
-/// Sends a publish or a batch of them. A batch is staged and written by the caller
-/// when it may be ([`Outgoing::publish`]); a single publish, or a batch that may not,
-/// goes through the writer task's queue, where single publishes queued together are
-/// written together. Resolves once it is staged or queued.
+/// Sends a publish or a batch of them: staged and written by the caller when it may be
+/// ([`Outgoing::publish`]), else through the writer task's queue. Resolves once it is
+/// staged or queued.
 async fn send_publish(
     queue: &mpsc::Sender<Request>,
     state: &ConnState,
     deadline: Instant,
     request: Request,
 ) -> Result<(), AdapterError> {
-    let staged = match request {
-        Request::PublishBatch { .. } => state.out.lock().publish(request),
-        _ => {
-            state.out.lock().queued_publishes += 1;
-            Staged::Queue(request)
-        }
-    };
+    let staged = state.out.lock().publish(request);
     let request = match staged {
         Staged::Sent { leftover } => {
             if leftover {

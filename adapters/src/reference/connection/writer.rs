@@ -24,8 +24,8 @@ use crate::reference::codec;
 /// reader's pending entries: under its lock a request's entry is queued and its bytes
 /// appended in one step, and only the lock's holder writes, always from the front.
 ///
-/// A handle publishing a batch stages it here and writes it itself, in the caller's
-/// task: no hop through the writer task, whose wake-up (and the wake-ups of idle
+/// A publishing handle stages its publish (or batch) here and writes it itself, in the
+/// caller's task: no hop through the writer task, whose wake-up (and the wake-ups of idle
 /// runtime workers it set off) cost more per round trip than the rest of the client's
 /// work. The writer task stages the other requests (and publishes that had to queue)
 /// and finishes writes the socket could not take at once.
@@ -52,7 +52,7 @@ pub(super) enum Staged {
 }
 
 impl Outgoing {
-    /// Stages a batch of publishes and writes what it can without waiting.
+    /// Stages a publish (or a batch of them) and writes what it can without waiting.
     pub(super) fn publish(&mut self, request: Request) -> Staged {
         let Some(pending) = &self.pending else {
             return Staged::Closed;
