@@ -230,6 +230,14 @@ impl Writer {
         Ok(())
     }
 
+    fn write_failed(&self, e: &io::Error) -> AdapterError {
+        AdapterError::closed(format!(
+            "writing to the reference broker at {} failed: {}",
+            self.state.url,
+            net::os_error(e)
+        ))
+    }
+
     /// Writes every staged byte, waiting for the socket as needed, within the request
     /// timeout.
     async fn flush(&self) -> Result<(), AdapterError> {
@@ -239,26 +247,14 @@ impl Writer {
             match written {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
-                Err(e) => {
-                    return Err(AdapterError::closed(format!(
-                        "writing to the reference broker at {} failed: {}",
-                        self.state.url,
-                        net::os_error(&e)
-                    )));
-                }
+                Err(e) => return Err(self.write_failed(&e)),
             }
             tokio::select! {
                 biased;
                 () = self.state.closed.cancelled() => return Err(self.state.reason()),
                 ready = tokio::time::timeout(timeout, self.wr.writable()) => match ready {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        return Err(AdapterError::closed(format!(
-                            "writing to the reference broker at {} failed: {}",
-                            self.state.url,
-                            net::os_error(&e)
-                        )));
-                    }
+                    Ok(Err(e)) => return Err(self.write_failed(&e)),
                     Err(_) => {
                         return Err(AdapterError::timeout(
                             &format!("writing to the reference broker at {}", self.state.url),
