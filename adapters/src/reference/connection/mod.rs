@@ -1,7 +1,7 @@
 //! One pipelined connection to the reference broker.
 //!
 //! ```text
-//!  publish_batch (caller's task) ───────────stage + write──┐
+//!  publish, publish_batch (caller's task) ──stage + write──┐
 //!  other requests ──queue──> writer task ──stage + write──> Outgoing ──bytes──> socket
 //!                                  (leftovers)      │ pending FIFO (same order as the bytes)
 //!                                                   v
@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::reader::Reader;
 use self::subscription::ReferenceSubscription;
-use self::writer::{Outgoing, Staged, Writer};
+use self::writer::{Link, Outgoing, Staged, Writer};
 use crate::backend::ConnectOptions;
 use crate::error::AdapterError;
 use crate::net;
@@ -341,7 +341,10 @@ impl Connection {
         let (requests, requests_rx) = mpsc::channel(REQUEST_QUEUE_CAPACITY);
         let (pending_tx, pending_rx) = mpsc::channel(MAX_IN_FLIGHT);
         let (writer_alive, writer_gone) = oneshot::channel::<()>();
-        let wr = Arc::new(wr);
+        let link = Link {
+            wr: Arc::new(wr),
+            pending: pending_tx,
+        };
         let state = Arc::new(ConnState {
             url: url.to_owned(),
             peer,
@@ -349,8 +352,7 @@ impl Connection {
             closed: CancellationToken::new(),
             reason: Mutex::new(None),
             out: Mutex::new(Outgoing {
-                wr: Some(wr.clone()),
-                pending: Some(pending_tx.clone()),
+                link: Some(link.clone()),
                 buf: Vec::with_capacity(WRITE_BATCH_BYTES + 1024),
                 queued_publishes: 0,
             }),
@@ -358,8 +360,7 @@ impl Connection {
         });
         let writer = Writer {
             requests: requests_rx,
-            pending: pending_tx,
-            wr,
+            link,
             state: state.clone(),
             inbox: Vec::with_capacity(REQUESTS_PER_WRITE),
             _alive: writer_alive,

@@ -30,15 +30,21 @@ use crate::reference::codec;
 /// work. The writer task stages the other requests (and publishes that had to queue)
 /// and finishes writes the socket could not take at once.
 pub(super) struct Outgoing {
-    /// Taken by the writer task when it ends (every handle is gone), to shut it down.
-    pub(super) wr: Option<Arc<OwnedWriteHalf>>,
-    /// The reader's FIFO of pending entries; dropped with `wr`.
-    pub(super) pending: Option<mpsc::Sender<Pending>>,
+    /// Taken away by the writer task when it ends (every handle is gone).
+    pub(super) link: Option<Link>,
     /// Staged bytes not yet written.
     pub(super) buf: Vec<u8>,
     /// Publishes handed to the writer task's queue and not yet staged. While there are
     /// any, later publishes queue behind them instead of overtaking them.
     pub(super) queued_publishes: usize,
+}
+
+/// Where staged requests go: the socket's write half, and the reader's FIFO of pending
+/// entries, in the same order.
+#[derive(Clone)]
+pub(super) struct Link {
+    pub(super) wr: Arc<OwnedWriteHalf>,
+    pub(super) pending: mpsc::Sender<Pending>,
 }
 
 /// What [`Outgoing::publish`] did with a publish.
@@ -54,14 +60,14 @@ pub(super) enum Staged {
 impl Outgoing {
     /// Stages a publish (or a batch of them) and writes what it can without waiting.
     pub(super) fn publish(&mut self, request: Request) -> Staged {
-        let Some(pending) = &self.pending else {
+        let Some(link) = &self.link else {
             return Staged::Closed;
         };
         if self.queued_publishes > 0 {
             self.queued_publishes += 1;
             return Staged::Queue(request);
         }
-        let permit = match pending.try_reserve() {
+        let permit = match link.pending.try_reserve() {
             Ok(permit) => permit,
             Err(TrySendError::Closed(())) => return Staged::Closed,
             Err(TrySendError::Full(())) => {
@@ -85,11 +91,11 @@ impl Outgoing {
     /// Writes from the front of the buffer as much as the socket takes now; `true` when
     /// nothing is left.
     fn write_now(&mut self) -> io::Result<bool> {
-        let Some(wr) = &self.wr else {
+        let Some(link) = &self.link else {
             return Ok(self.buf.is_empty());
         };
         while !self.buf.is_empty() {
-            match wr.try_write(&self.buf) {
+            match link.wr.try_write(&self.buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.buf.drain(..n);
@@ -109,9 +115,9 @@ impl Outgoing {
 /// The writer task.
 pub(super) struct Writer {
     pub(super) requests: mpsc::Receiver<Request>,
-    /// A sender of its own on the reader's FIFO, to wait for room outside the lock.
-    pub(super) pending: mpsc::Sender<Pending>,
-    pub(super) wr: Arc<OwnedWriteHalf>,
+    /// Its own copy of [`Outgoing`]'s, to wait for the socket and for room in the
+    /// reader's FIFO outside the lock, and to shut the socket down at the end.
+    pub(super) link: Link,
     pub(super) state: Arc<ConnState>,
     /// Requests received and not yet staged.
     pub(super) inbox: Vec<Request>,
@@ -123,14 +129,10 @@ impl Writer {
     pub(super) async fn run(mut self) {
         let outcome = self.pump().await;
         // Nothing is staged any more: a handle that comes after finds the connection closed.
-        {
-            let mut out = self.state.out.lock();
-            out.pending = None;
-            out.wr = None;
-        }
+        self.state.out.lock().link = None;
         let Writer {
             mut requests,
-            wr,
+            link,
             state,
             mut inbox,
             ..
@@ -140,7 +142,7 @@ impl Writer {
                 // Every handle is gone: say goodbye, the reader collects the last answers.
                 // The write half is this task's alone now (handles only borrow it under
                 // the lock, and the lock's copy is gone).
-                if let Ok(mut wr) = Arc::try_unwrap(wr) {
+                if let Ok(mut wr) = Arc::try_unwrap(link.wr) {
                     let timeout = state.options.request_timeout;
                     let _ = tokio::time::timeout(timeout, wr.shutdown()).await;
                 }
@@ -165,11 +167,12 @@ impl Writer {
             let received = tokio::select! {
                 biased;
                 () = self.state.closed.cancelled() => return Err(self.state.reason()),
-                n = self.requests.recv_many(&mut self.inbox, REQUESTS_PER_WRITE) => n,
+                n = self.requests.recv_many(&mut self.inbox, REQUESTS_PER_WRITE) => Some(n),
                 // A handle's write left bytes the socket did not take.
-                () = self.state.leftover.notified() => 0,
+                () = self.state.leftover.notified() => None,
             };
-            if received == 0 && self.requests.is_closed() && self.requests.is_empty() {
+            if received == Some(0) {
+                // Every handle is gone and the queue is empty.
                 return self.flush().await;
             }
             // Oldest last, so that on an error what is left stays in the inbox, to be failed.
@@ -188,7 +191,7 @@ impl Writer {
             request,
             Request::Publish { .. } | Request::PublishBatch { .. }
         );
-        let permit = match self.pending.try_reserve() {
+        let permit = match self.link.pending.try_reserve() {
             Ok(permit) => permit,
             Err(TrySendError::Closed(())) => return Err(self.state.reason()),
             Err(TrySendError::Full(())) => {
@@ -198,7 +201,7 @@ impl Writer {
                 tokio::select! {
                     biased;
                     () = self.state.closed.cancelled() => return Err(self.state.reason()),
-                    reserved = tokio::time::timeout(timeout, self.pending.reserve()) => match reserved {
+                    reserved = tokio::time::timeout(timeout, self.link.pending.reserve()) => match reserved {
                         Ok(Ok(permit)) => permit,
                         Ok(Err(_)) => return Err(self.state.reason()),
                         Err(_) => {
@@ -252,7 +255,7 @@ impl Writer {
             tokio::select! {
                 biased;
                 () = self.state.closed.cancelled() => return Err(self.state.reason()),
-                ready = tokio::time::timeout(timeout, self.wr.writable()) => match ready {
+                ready = tokio::time::timeout(timeout, self.link.wr.writable()) => match ready {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return Err(self.write_failed(&e)),
                     Err(_) => {
