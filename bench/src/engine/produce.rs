@@ -30,6 +30,13 @@ use crate::schedule::Schedule;
 /// by the last.
 const MAX_BATCH: usize = 256;
 
+/// A batch holds at most this share of the in-flight window (`1/WINDOW_SHARE`), so a
+/// producer whose window is full has several batches in flight and sends the next as
+/// soon as the oldest is answered. One batch filling the window would drain the pipe:
+/// nothing could go out until its last answer came back, and a round trip per window
+/// would cap the rate far below the broker's (a plain client refills per reply).
+const WINDOW_SHARE: usize = 4;
+
 /// Publishes `plan`'s schedule; every request is a copy of `template` (topic, delivery,
 /// cache) with its own payload and key.
 #[allow(clippy::too_many_arguments)]
@@ -60,6 +67,7 @@ pub(super) async fn produce(
         outbox.result.events = Some(Vec::new());
     }
     let max_in_flight = shared.max_in_flight;
+    let max_batch = (max_in_flight / WINDOW_SHARE).clamp(1, MAX_BATCH);
     let mut seq = 0u64;
     // Made once, not per wake-up: see `consume`.
     let stopped = stop.cancelled();
@@ -94,7 +102,7 @@ pub(super) async fn produce(
         // Every message due by now goes out together, as far as the window allows.
         let sent = Instant::now();
         let sent_ns = clock.since_epoch(sent);
-        let room = (max_in_flight - outbox.messages).clamp(1, MAX_BATCH);
+        let room = (max_in_flight - outbox.messages).clamp(1, max_batch);
         // Each due time is read off the schedule once, here; the batch's envelopes use it.
         let mut dues = std::mem::take(&mut batcher.dues);
         dues.clear();
