@@ -516,6 +516,49 @@ async fn broker_keeps_commit_metadata(topic: &str, run: &str) -> bool {
     kept
 }
 
+/// The offset group `group` has committed on partition 0 of `topic`, if any (asked
+/// without joining the group).
+async fn committed_offset(topic: &str, group: &str) -> Option<i64> {
+    let (topic, group) = (topic.to_owned(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&topic, 0);
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .unwrap();
+        match committed.find_partition(&topic, 0)?.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until group `group` has committed `offset` on partition 0 of `topic`: a member
+/// that is dropped commits its acks as it leaves, on its reader's thread, after the drop
+/// returns; a member that joins before that may start from the older commit.
+async fn wait_for_commit(topic: &str, group: &str, offset: i64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let committed = committed_offset(topic, group).await;
+        if committed == Some(offset) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} on {topic}: committed {committed:?} after {PATIENCE:?}, expected {offset}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn unacked_messages_go_to_the_next_member_when_one_leaves() {
     with_backend("ack-redelivery", |backend, run| async move {
@@ -571,6 +614,8 @@ async fn unacked_messages_go_to_the_next_member_when_one_leaves() {
             "{err}"
         );
         drop(b);
+        // Dropping B commits its acks (up to m6) as it leaves the group.
+        wait_for_commit(&topic, &group_id(&topic, "g"), 7).await;
 
         // C gets what B left: m7, m8, m9 and m10.
         let mut c = backend.subscribe(spec()).await.unwrap();

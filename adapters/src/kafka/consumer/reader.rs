@@ -335,10 +335,28 @@ impl Reader {
         }
     }
 
+    /// Serves the acks still queued when the reader ends; returns the replies of
+    /// unsubscribes queued with them, to be answered once the consumer is closed.
+    fn serve_last_commands(&mut self) -> Vec<oneshot::Sender<Result<(), AdapterError>>> {
+        let mut replies = Vec::new();
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Ack { partition, offset } => self.ack(partition, offset),
+                Command::Unsubscribe { reply, .. } => replies.push(reply),
+            }
+        }
+        replies
+    }
+
     /// Ends the reader: reports a failure to every subscription (then their streams
     /// end), closes the consumer (its rebalance callback commits, and it leaves the
     /// group, waiting up to the request timeout) and answers the last unsubscribe.
-    fn finish(self, end: End) {
+    fn finish(mut self, end: End) {
+        // A subscription may ack and then be dropped while its last batch is being handed
+        // over; the hand-over then ends the reader with those acks still queued. Served
+        // here, they are in the commit the rebalance callback makes when the consumer
+        // closes, so the next member does not get those messages again.
+        let late_unsubscribes = self.serve_last_commands();
         let Reader {
             consumer,
             outlet,
@@ -375,6 +393,9 @@ impl Reader {
                 drop(channels);
                 let _ = close(&consumer);
             }
+        }
+        for reply in late_unsubscribes {
+            let _ = reply.send(Ok(()));
         }
         // Closed: dropping it only frees it. Then teardown may delete its topic.
         drop(consumer);
