@@ -350,13 +350,14 @@ impl Reader {
 
     /// Ends the reader: reports a failure to every subscription (then their streams
     /// end), closes the consumer (its rebalance callback commits, and it leaves the
-    /// group, waiting up to the request timeout) and answers the last unsubscribe.
+    /// group, waiting up to the request timeout) and answers the unsubscribes waiting
+    /// for that.
     fn finish(mut self, end: End) {
         // A subscription may ack and then be dropped while its last batch is being handed
         // over; the hand-over then ends the reader with those acks still queued. Served
         // here, they are in the commit the rebalance callback makes when the consumer
         // closes, so the next member does not get those messages again.
-        let late_unsubscribes = self.serve_last_commands();
+        let mut unsubscribes = self.serve_last_commands();
         let Reader {
             consumer,
             outlet,
@@ -366,7 +367,7 @@ impl Reader {
         let ctx = consumer.context().clone();
         // A shared consumer takes no more subscriptions from here on.
         let channels = outlet.close();
-        match end {
+        let closed = match end {
             End::Failed(error) => {
                 ctx.signal_ready(Err(error.clone()));
                 // Teardown is waiting: a subscription nobody reads gets no error, only
@@ -382,20 +383,21 @@ impl Reader {
                 }
                 // The streams end now; leaving the group below may take a while.
                 drop(channels);
-                let _ = close(&consumer);
+                close(&consumer)
             }
             End::Unsubscribed(reply) => {
+                unsubscribes.push(reply);
                 let closed = close(&consumer);
-                let _ = reply.send(closed);
                 drop(channels);
+                closed
             }
             End::Dropped => {
                 drop(channels);
-                let _ = close(&consumer);
+                close(&consumer)
             }
-        }
-        for reply in late_unsubscribes {
-            let _ = reply.send(Ok(()));
+        };
+        for reply in unsubscribes {
+            let _ = reply.send(closed.clone());
         }
         // Closed: dropping it only frees it. Then teardown may delete its topic.
         drop(consumer);

@@ -74,6 +74,24 @@ async fn open(url: &str, options: &ConnectOptions) -> Connection {
     Connection::open(url, &host_port, options).await.unwrap()
 }
 
+/// A connection to `url` subscribed to topic `t`.
+async fn subscribed(url: &str) -> (Connection, Subscription) {
+    let conn = open(url, &options()).await;
+    let sub = conn.subscribe(&SubscriptionSpec::new("t")).await.unwrap();
+    (conn, sub)
+}
+
+/// Waits (up to 5 s) until `conn` knows it is dead.
+async fn until_closed(conn: &Connection) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !conn.is_closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+}
+
 #[test]
 fn urls() {
     assert_eq!(host_port("tcp://127.0.0.1:7001").unwrap(), "127.0.0.1:7001");
@@ -144,8 +162,7 @@ async fn pushes_split_across_reads_arrive_whole_and_in_order() {
         peer.line().await
     })
     .await;
-    let conn = open(&url, &options()).await;
-    let mut sub = conn.subscribe(&SubscriptionSpec::new("t")).await.unwrap();
+    let (conn, mut sub) = subscribed(&url).await;
     for i in 0..N {
         let d = sub.next().await.unwrap().unwrap();
         assert_eq!(d.sequence, Some(i));
@@ -181,8 +198,7 @@ async fn pushes_are_told_apart_from_replies() {
         peer.line().await
     })
     .await;
-    let conn = open(&url, &options()).await;
-    let mut sub = conn.subscribe(&SubscriptionSpec::new("t")).await.unwrap();
+    let (conn, mut sub) = subscribed(&url).await;
     for i in 0..5i64 {
         assert_eq!(
             conn.publish(PublishRequest::new("t", format!("m{i}")).key("k"))
@@ -221,13 +237,7 @@ async fn no_answer_is_unknown_and_a_dead_connection_fails_new_publishes() {
     assert_eq!(second, PublishOutcome::Unknown);
     broker.await.unwrap();
     // Once the connection is known dead, nothing is sent and the reason says why.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !conn.is_closed() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap();
+    until_closed(&conn).await;
     let PublishOutcome::Failed(reason) = conn.publish(PublishRequest::new("t", "c")).await else {
         panic!("publish on a closed connection did not fail");
     };
@@ -291,8 +301,7 @@ async fn broker_closing_ends_the_stream_with_an_error() {
         peer.send(r#"{"success":true}"#).await;
     })
     .await;
-    let conn = open(&url, &options()).await;
-    let mut sub = conn.subscribe(&SubscriptionSpec::new("t")).await.unwrap();
+    let (_conn, mut sub) = subscribed(&url).await;
     let err = sub.next().await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed);
     assert!(err.to_string().ends_with("closed the connection"), "{err}");
@@ -309,8 +318,7 @@ async fn garbage_from_the_broker_is_a_protocol_error() {
         peer.line().await
     })
     .await;
-    let conn = open(&url, &options()).await;
-    let mut sub = conn.subscribe(&SubscriptionSpec::new("t")).await.unwrap();
+    let (_conn, mut sub) = subscribed(&url).await;
     let err = sub.next().await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Protocol);
     assert!(err.to_string().contains("this is not json"), "{err}");
@@ -325,8 +333,7 @@ async fn an_answer_to_nothing_is_a_protocol_error() {
         peer.line().await
     })
     .await;
-    let conn = open(&url, &options()).await;
-    let mut sub = conn.subscribe(&SubscriptionSpec::new("t")).await.unwrap();
+    let (_conn, mut sub) = subscribed(&url).await;
     let err = sub.next().await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Protocol);
     assert!(err.to_string().contains("never sent"), "{err}");

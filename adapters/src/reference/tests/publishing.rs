@@ -178,13 +178,7 @@ async fn a_batch_cut_short_keeps_the_confirmations_that_arrived() {
     );
     broker.await.unwrap();
     // Once the connection is known dead, a batch is not sent and says why.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !conn.is_closed() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap();
+    until_closed(&conn).await;
     let outcomes = conn
         .publish_batch(vec![PublishRequest::new("t", "b"); 2])
         .await;
