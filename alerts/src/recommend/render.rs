@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{IQR_K, Recommendation};
+use super::{IQR_K, Proposal, Recommendation};
 
 /// The headline of a recommendation: what was read, used and skipped, and the method.
 fn header(r: &Recommendation, comment: &str) -> String {
@@ -89,11 +89,7 @@ pub fn render_text(r: &Recommendation) -> String {
             level(p.rule.critical),
             p.critical_basis
         );
-        let _ = writeln!(
-            out,
-            "  would have fired on: warning or worse {} of {n} runs, critical {} of {n} runs",
-            p.warning_fired, p.critical_fired
-        );
+        let _ = writeln!(out, "  {}", fired_on(p, n));
     }
     for (name, why) in &r.left_out {
         let _ = writeln!(out, "\n{name}: no rule proposed: {why}");
@@ -132,16 +128,20 @@ pub fn render_toml(r: &Recommendation) -> String {
         if let Some(summary) = rule.annotations.get("summary") {
             let _ = writeln!(out, "summary = {}", toml_string(summary));
         }
-        let _ = writeln!(
-            out,
-            "# would have fired on: warning or worse {} of {n} runs, critical {} of {n} runs",
-            p.warning_fired, p.critical_fired
-        );
+        let _ = writeln!(out, "# {}", fired_on(p, n));
     }
     for (name, why) in &r.left_out {
         let _ = writeln!(out, "\n# {name}: no rule proposed: {why}");
     }
     out
+}
+
+/// How many of the `n` historical runs each level of `p` would have fired on.
+fn fired_on(p: &Proposal, n: usize) -> String {
+    format!(
+        "would have fired on: warning or worse {} of {n} runs, critical {} of {n} runs",
+        p.warning_fired, p.critical_fired
+    )
 }
 
 fn toml_string(s: &str) -> String {

@@ -88,17 +88,20 @@ fn report_of_two_runs_has_every_section_and_plot() {
     b.verdicts = vec![
         serde_json::json!({"rule": "end-to-end latency", "severity": "WARNING", "observed": "6.1ms"}),
     ];
-    let html = render_report(&[
-        ReportRun {
-            record: &a,
-            source: Some("a.json"),
-        },
-        ReportRun {
-            record: &b,
-            source: None,
-        },
-    ])
-    .unwrap();
+    let render = || {
+        render_report(&[
+            ReportRun {
+                record: &a,
+                source: Some("a.json"),
+            },
+            ReportRun {
+                record: &b,
+                source: None,
+            },
+        ])
+        .unwrap()
+    };
+    let html = render();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.contains("<title>brokerbench report: chat-1to1 on reference, nats</title>"));
     for id in [
@@ -151,17 +154,7 @@ fn report_of_two_runs_has_every_section_and_plot() {
         assert!(!html.contains(forbidden), "{forbidden}");
     }
     // The same records give the same bytes.
-    let again = render_report(&[
-        ReportRun {
-            record: &a,
-            source: Some("a.json"),
-        },
-        ReportRun {
-            record: &b,
-            source: None,
-        },
-    ])
-    .unwrap();
+    let again = render();
     assert_eq!(html, again);
 }
 
