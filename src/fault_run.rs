@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use brokerbench_adapters::{Backend, BackendKind, ConnectOptions, endpoint};
+use brokerbench_adapters::{Backend, BackendKind, endpoint};
 use brokerbench_bench::timeline::{FaultHooks, Timeline};
 use brokerbench_faults::{
     FaultKind, FaultSpec, Injected, Injector, Proxies, Proxy, RestartWith, ShellRestarter, through,
@@ -191,10 +191,10 @@ async fn connect(
     proxy: &Proxy,
     who: &str,
 ) -> anyhow::Result<Arc<dyn Backend>> {
-    let backend =
-        brokerbench_adapters::connect(kind, &through(url, proxy.addr()), ConnectOptions::new())
-            .await
-            .with_context(|| format!("cannot connect the {who} through their fault proxy"))?;
+    let options = crate::run::connect_options()?;
+    let backend = brokerbench_adapters::connect(kind, &through(url, proxy.addr()), options)
+        .await
+        .with_context(|| format!("cannot connect the {who} through their fault proxy"))?;
     Ok(Arc::from(backend))
 }
 

@@ -336,16 +336,21 @@ impl Connection {
                 (Target::Remote(local_broker_pid(kind, &url)), url)
             }
         };
-        let backend: Arc<dyn Backend> =
-            match brokerbench_adapters::connect(kind, &url, ConnectOptions::new()).await {
-                Ok(b) => Arc::from(b),
-                Err(err) => {
-                    if let Target::Embedded(broker) = target {
-                        broker.stop().await;
-                    }
-                    return Err(err.into());
+        let connected = match connect_options() {
+            Ok(options) => brokerbench_adapters::connect(kind, &url, options)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(err) => Err(err),
+        };
+        let backend: Arc<dyn Backend> = match connected {
+            Ok(b) => Arc::from(b),
+            Err(err) => {
+                if let Target::Embedded(broker) = target {
+                    broker.stop().await;
                 }
-            };
+                return Err(err);
+            }
+        };
         let broker_pid = match &target {
             Target::Embedded(b) => Some(b.pid()),
             Target::Remote(pid) => *pid,
@@ -466,6 +471,34 @@ pub(crate) fn env_url(kind: BackendKind) -> Option<String> {
     kind.env_var()
         .and_then(|var| std::env::var(var).ok())
         .filter(|url| !url.trim().is_empty())
+}
+
+/// How long a connection to the broker may take (TCP connect plus the protocol's
+/// handshake), from [`CONNECT_TIMEOUT_ENV`]; unset or blank, the adapters' default (5 s).
+pub(crate) const CONNECT_TIMEOUT_ENV: &str = "BROKERBENCH_CONNECT_TIMEOUT";
+
+/// The options every connection of a run is opened with: the adapters' defaults, with
+/// the connect timeout from [`CONNECT_TIMEOUT_ENV`] when it is set (a loaded machine, a
+/// broker far away).
+///
+/// # Errors
+/// When the variable is set but is not a duration such as `30s` or `1m`.
+pub(crate) fn connect_options() -> anyhow::Result<ConnectOptions> {
+    let options = ConnectOptions::new();
+    let Some(value) = std::env::var(CONNECT_TIMEOUT_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Ok(options);
+    };
+    let timeout = humantime::parse_duration(value.trim()).with_context(|| {
+        format!("{CONNECT_TIMEOUT_ENV}={value:?} is not a duration (write it like 30s or 1m)")
+    })?;
+    anyhow::ensure!(
+        !timeout.is_zero(),
+        "{CONNECT_TIMEOUT_ENV}={value:?}: a connect timeout must be longer than zero"
+    );
+    Ok(options.connect_timeout(timeout))
 }
 
 /// The pid of the process listening on the first loopback endpoint of `url`, so a broker

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{backend_required, brokerbench, text};
+use common::{backend_required, brokerbench, command, text};
 
 const REAL_BACKENDS: [&str; 5] = ["nats", "jetstream", "rabbitmq", "redis", "kafka"];
 
@@ -95,8 +95,10 @@ fn unreachable_brokers_are_named_with_exit_2() {
     ];
     for (backend, url) in urls {
         let started = Instant::now();
-        let run = brokerbench(
-            &[
+        // The adapters' own connect timeout (5 s), not the longer one tests' runs get.
+        let run = command(dir.path())
+            .env_remove("BROKERBENCH_CONNECT_TIMEOUT")
+            .args([
                 "run",
                 "--backend",
                 backend,
@@ -104,9 +106,9 @@ fn unreachable_brokers_are_named_with_exit_2() {
                 url,
                 "--duration",
                 "1s",
-            ],
-            dir.path(),
-        );
+            ])
+            .output()
+            .unwrap();
         let took = started.elapsed();
         let stderr = text(&run.stderr);
         assert_eq!(run.status.code(), Some(2), "{backend}: {stderr}");
@@ -123,4 +125,32 @@ fn unreachable_brokers_are_named_with_exit_2() {
         // The connect timeout is 5 s; allow for process start and a slow machine.
         assert!(took < Duration::from_secs(30), "{backend}: took {took:?}");
     }
+}
+
+/// A connect timeout that is not a duration is refused before anything connects, with
+/// exit 2 and the variable named; a longer one still reports a refused connection at once.
+#[test]
+fn the_connect_timeout_comes_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |timeout: &str| {
+        command(dir.path())
+            .env("BROKERBENCH_CONNECT_TIMEOUT", timeout)
+            .args(["run", "--backend", "nats", "--url", "nats://127.0.0.1:1"])
+            .args(["--duration", "1s"])
+            .output()
+            .unwrap()
+    };
+    for bad in ["soon", "0s", "-5s"] {
+        let out = run(bad);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("BROKERBENCH_CONNECT_TIMEOUT") && stderr.contains(bad),
+            "{bad}: {stderr}"
+        );
+    }
+    let out = run("2m");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("nats://127.0.0.1:1"), "{stderr}");
 }
