@@ -15,6 +15,7 @@
 //! ```
 
 mod scan;
+mod usual;
 
 use std::borrow::Cow;
 
@@ -245,6 +246,23 @@ pub(crate) enum ServerLine<'a> {
 
 /// Decodes one line (without its `\r\n`).
 pub(crate) fn decode_line(line: &[u8]) -> Result<ServerLine<'_>, DecodeError> {
+    if let Some(push) = usual::push(line) {
+        return Ok(ServerLine::Push(push));
+    }
+    if let Some(reply) = usual::success(line) {
+        return Ok(ServerLine::Reply(reply));
+    }
+    let raw = match scan::flat_object(line) {
+        Some(raw) => raw,
+        None => serde_json::from_slice(line).map_err(|e| DecodeError::Json(e.to_string()))?,
+    };
+    interpret(raw)
+}
+
+/// [`decode_line`] without the shortcut for the usual lines: the general scanner, then
+/// `serde_json`. The tests hold the shortcut to what this says.
+#[cfg(test)]
+fn decode_line_generally(line: &[u8]) -> Result<ServerLine<'_>, DecodeError> {
     let raw = match scan::flat_object(line) {
         Some(raw) => raw,
         None => serde_json::from_slice(line).map_err(|e| DecodeError::Json(e.to_string()))?,
@@ -489,6 +507,15 @@ mod tests {
             br#"{"command":"send","topic":"t","msg":"m","x":null,"y":12,"index":1}"#,
         ];
         for line in lines {
+            // The shortcut for the usual lines says what the general path says, or nothing.
+            if let Some(push) = usual::push(line) {
+                assert_eq!(
+                    Ok(ServerLine::Push(push)),
+                    decode_line_generally(line),
+                    "{}",
+                    String::from_utf8_lossy(line)
+                );
+            }
             let serde: Result<RawLine<'_>, _> = serde_json::from_slice(line);
             if let Some(fast) = scan::flat_object(line) {
                 assert_eq!(
@@ -519,6 +546,35 @@ mod tests {
             let serde: RawLine<'_> = serde_json::from_slice(&line).unwrap();
             if let Some(fast) = scan::flat_object(&line) {
                 prop_assert_eq!(fast, serde);
+            }
+        }
+
+        #[test]
+        fn the_usual_push_agrees_with_serde(
+            topic in ".{0,20}",
+            msg in any::<String>(),
+            one in any::<bool>(),
+            cache in proptest::option::of(any::<bool>()),
+            // Up to 18 digits; longer ones go the long way (see `usual`'s tests).
+            index in 0i64..1_000_000_000_000_000_000,
+        ) {
+            let mut req = PublishRequest::new(topic.as_str(), msg);
+            if one {
+                req = req.one();
+            }
+            let mut line = Vec::new();
+            encode_send(&mut line, &req).unwrap();
+            // The broker's push: the send's keys, its cache flag as sent, then "index".
+            line.truncate(line.len() - 2);
+            if let Some(cache) = cache {
+                line.extend_from_slice(format!(",\"cache\":{cache}").as_bytes());
+            }
+            line.extend_from_slice(format!(",\"index\":{index}}}").as_bytes());
+            let general = decode_line_generally(&line).unwrap();
+            match usual::push(&line) {
+                Some(push) => prop_assert_eq!(ServerLine::Push(push), general),
+                // Only a string with an escape goes the long way.
+                None => prop_assert!(line.contains(&b'\\')),
             }
         }
 
