@@ -33,7 +33,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut all_up = true;
     for kind in kinds {
-        let from_env = crate::run::env_url(kind);
+        let from_env = crate::connection::env_url(kind);
         let url = kind.resolve_url_with(None, |_| from_env.clone());
         let source = match (kind.env_var(), &from_env) {
             (Some(var), Some(_)) => format!("from {var}"),

@@ -24,8 +24,9 @@ use brokerbench_scenarios::Scenario;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::Connection;
 use crate::exit;
-use crate::run::{Connection, run_id};
+use crate::run::run_id;
 use crate::workers;
 
 /// The availability target without a flag or a rule.

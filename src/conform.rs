@@ -14,8 +14,8 @@ use brokerbench_scenarios::conformance::expected::{BUILTIN_ORIGIN, ExpectedMatri
 use brokerbench_scenarios::conformance::{BrokerConnector, Check, Params, run_check};
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::Connection;
 use crate::exit;
-use crate::run::Connection;
 
 /// A `--backend` value: one backend, or `all`.
 #[derive(Debug, Clone)]
@@ -330,7 +330,9 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             Err(_) => BackendColumn {
                 name: kind.to_string(),
                 url: Some(brokerbench_adapters::endpoint::redact(
-                    &kind.resolve_url_with(args.url.as_deref(), |_| crate::run::env_url(kind)),
+                    &kind.resolve_url_with(args.url.as_deref(), |_| {
+                        crate::connection::env_url(kind)
+                    }),
                 )),
                 version: None,
             },

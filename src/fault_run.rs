@@ -17,8 +17,8 @@ use brokerbench_scenarios::Scenario;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::Connection;
 use crate::embedded::EmbeddedRestarter;
-use crate::run::Connection;
 
 /// A publish without an outcome after this long counts as unknown (the adapters' own
 /// publish timeout is 10 s).
@@ -191,7 +191,7 @@ async fn connect(
     proxy: &Proxy,
     who: &str,
 ) -> anyhow::Result<Arc<dyn Backend>> {
-    let options = crate::run::connect_options()?;
+    let options = crate::connection::connect_options()?;
     let backend = brokerbench_adapters::connect(kind, &through(url, proxy.addr()), options)
         .await
         .with_context(|| format!("cannot connect the {who} through their fault proxy"))?;

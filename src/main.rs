@@ -18,6 +18,7 @@ mod capacity;
 mod check;
 mod compare;
 mod conform;
+mod connection;
 mod embedded;
 mod export;
 mod fault_run;
