@@ -38,6 +38,8 @@ pub(crate) struct Connection {
     pub broker_pid: Option<u32>,
     /// Notes for the record about the set-up (what could not be sampled).
     pub setup_notes: Vec<String>,
+    /// What the backend was connected with; more clients of the run use the same.
+    pub options: ConnectOptions,
 }
 
 impl Connection {
@@ -66,6 +68,8 @@ impl Connection {
         containers: bool,
         broker_flags: &[String],
     ) -> anyhow::Result<Self> {
+        // Read before any broker is started, so a bad value stops nothing half-way.
+        let options = connect_options()?;
         let from_env = env_url(kind);
         let configured = url.is_some() || from_env.is_some();
         let (target, url) = match kind {
@@ -80,21 +84,16 @@ impl Connection {
                 (Target::Remote(local_broker_pid(kind, &url)), url)
             }
         };
-        let connected = match connect_options() {
-            Ok(options) => brokerbench_adapters::connect(kind, &url, options)
-                .await
-                .map_err(anyhow::Error::from),
-            Err(err) => Err(err),
-        };
-        let backend: Arc<dyn Backend> = match connected {
-            Ok(b) => Arc::from(b),
-            Err(err) => {
-                if let Target::Embedded(broker) = target {
-                    broker.stop().await;
+        let backend: Arc<dyn Backend> =
+            match brokerbench_adapters::connect(kind, &url, options.clone()).await {
+                Ok(b) => Arc::from(b),
+                Err(err) => {
+                    if let Target::Embedded(broker) = target {
+                        broker.stop().await;
+                    }
+                    return Err(err.into());
                 }
-                return Err(err);
-            }
-        };
+            };
         let broker_pid = match &target {
             Target::Embedded(b) => Some(b.pid()),
             Target::Remote(pid) => *pid,
@@ -122,6 +121,7 @@ impl Connection {
             raw_url: url,
             broker_pid,
             setup_notes,
+            options,
         })
     }
 

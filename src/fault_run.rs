@@ -97,9 +97,8 @@ impl FaultRun {
                 .host_port();
             let publishers = Arc::new(proxy(kind, &upstream).await?);
             let subscribers = Arc::new(proxy(kind, &upstream).await?);
-            backend = connect(kind, &connection.raw_url, &publishers, "publishers").await?;
-            subscriber_backend =
-                Some(connect(kind, &connection.raw_url, &subscribers, "subscribers").await?);
+            backend = connect(connection, &publishers, "publishers").await?;
+            subscriber_backend = Some(connect(connection, &subscribers, "subscribers").await?);
             proxies = Proxies {
                 publishers: Some(publishers),
                 subscribers: Some(subscribers),
@@ -184,17 +183,18 @@ async fn proxy(kind: BackendKind, upstream: &str) -> anyhow::Result<Proxy> {
     proxy.context("cannot start the fault proxy")
 }
 
-/// A backend of `kind` connected to `url` through `proxy`.
+/// Another backend of `connection`'s broker, connected through `proxy` with the same
+/// options.
 async fn connect(
-    kind: BackendKind,
-    url: &str,
+    connection: &Connection,
     proxy: &Proxy,
     who: &str,
 ) -> anyhow::Result<Arc<dyn Backend>> {
-    let options = crate::connection::connect_options()?;
-    let backend = brokerbench_adapters::connect(kind, &through(url, proxy.addr()), options)
-        .await
-        .with_context(|| format!("cannot connect the {who} through their fault proxy"))?;
+    let url = through(&connection.raw_url, proxy.addr());
+    let backend =
+        brokerbench_adapters::connect(connection.kind(), &url, connection.options.clone())
+            .await
+            .with_context(|| format!("cannot connect the {who} through their fault proxy"))?;
     Ok(Arc::from(backend))
 }
 

@@ -252,16 +252,11 @@ pub(crate) fn decode_line(line: &[u8]) -> Result<ServerLine<'_>, DecodeError> {
     if let Some(reply) = usual::success(line) {
         return Ok(ServerLine::Reply(reply));
     }
-    let raw = match scan::flat_object(line) {
-        Some(raw) => raw,
-        None => serde_json::from_slice(line).map_err(|e| DecodeError::Json(e.to_string()))?,
-    };
-    interpret(raw)
+    decode_line_generally(line)
 }
 
 /// [`decode_line`] without the shortcut for the usual lines: the general scanner, then
 /// `serde_json`. The tests hold the shortcut to what this says.
-#[cfg(test)]
 fn decode_line_generally(line: &[u8]) -> Result<ServerLine<'_>, DecodeError> {
     let raw = match scan::flat_object(line) {
         Some(raw) => raw,
